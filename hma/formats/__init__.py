@@ -1,0 +1,92 @@
+"""On-disk episode formats. Each module reads AND writes one format on fsspec URLs.
+
+Every format module provides the same four functions (see `hma.formats.base.EpisodeFormat`):
+
+    sniff(url) -> bool                          does `url` look like this format?
+    list_refs(url, dataset) -> list[EpisodeRef] cheap: one small JSON-able ref per episode
+    load(ref) -> Episode                        decode one episode (the only heavy step)
+    write(episodes, url, registry) -> int       stream Episodes into a new dataset at `url`
+
+so a reader is "list refs on the driver, load each ref in a Ray task": one row per episode,
+and memory bounded by a few episodes however large the source is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
+
+from hma.episodes import Episode, Registry, load_registry
+from hma.errors import FormatError
+from hma.formats import lerobot, rlds, robomimic, video
+from hma.formats.base import EpisodeFormat, EpisodeRef, load_row
+
+if TYPE_CHECKING:
+    import ray.data
+
+FORMATS: dict[str, EpisodeFormat] = {
+    "robomimic": robomimic,
+    "rlds": rlds,
+    "lerobot": lerobot,
+    "video": video,
+}
+
+
+def get_format(name: str) -> EpisodeFormat:
+    try:
+        return FORMATS[name]
+    except KeyError:
+        raise FormatError(f"unknown format {name!r} (known: {', '.join(FORMATS)})") from None
+
+
+def detect_format(url: str) -> str:
+    """The name of the format stored at `url`, or a FormatError naming the URL."""
+    for name, fmt in FORMATS.items():
+        if fmt.sniff(url):
+            return name
+    raise FormatError(
+        f"{url}: not a recognised episode source (expected one of: {', '.join(FORMATS)}); "
+        "pass the format explicitly if detection fails"
+    )
+
+
+def list_refs(url: str, fmt: str | None = None, dataset: str | None = None) -> list[EpisodeRef]:
+    return get_format(fmt or detect_format(url)).list_refs(url, dataset)
+
+
+def iter_episodes(url: str, fmt: str | None = None, dataset: str | None = None) -> Iterator[Episode]:
+    """Episodes of one source, one at a time in this process (no Ray)."""
+    name = fmt or detect_format(url)
+    reader = get_format(name)
+    for ref in reader.list_refs(url, dataset):
+        yield reader.load(ref)
+
+
+def read_episodes(
+    url: str,
+    fmt: str | None = None,
+    dataset: str | None = None,
+    registry: Registry | None = None,
+) -> ray.data.Dataset:
+    """A lazy Ray Data dataset of Episode rows, one per episode of the source at `url`.
+
+    Each row also has an `error` column: "" for a good episode, else the reason it could not be
+    loaded or failed validation (such rows carry no frames). Nothing is dropped here; the caller
+    decides where rejected episodes go.
+    """
+    import ray.data
+
+    refs = list_refs(url, fmt, dataset)
+    registry = registry or load_registry()
+    if not refs:
+        raise FormatError(f"{url}: no episodes found")
+    return ray.data.from_items(refs, override_num_blocks=len(refs)).map(
+        load_row, fn_kwargs={"registry": registry}
+    )
+
+
+def write_episodes(
+    episodes: Iterable[Episode], url: str, fmt: str, registry: Registry | None = None
+) -> int:
+    """Write episodes to a new dataset at `url` in format `fmt`; returns the number written."""
+    return get_format(fmt).write(episodes, url, registry or load_registry())

@@ -1,0 +1,90 @@
+"""Where bytes live: one place that turns a URL (local path, file://, s3://) into an fsspec filesystem.
+
+S3 settings come from the usual AWS environment (credentials, region) plus `AWS_ENDPOINT_URL` for
+S3-compatible stores (MinIO, a moto server in tests). Credentials are never logged.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import fsspec
+from fsspec import AbstractFileSystem
+
+ENDPOINT_ENV = "AWS_ENDPOINT_URL"
+
+
+def storage_options(url: str) -> dict[str, Any]:
+    """fsspec options for `url`; for s3:// the endpoint from $AWS_ENDPOINT_URL, if set."""
+    if url.startswith("s3://") and os.environ.get(ENDPOINT_ENV):
+        return {"endpoint_url": os.environ[ENDPOINT_ENV]}
+    return {}
+
+
+def filesystem(url: str) -> tuple[AbstractFileSystem, str]:
+    """The filesystem holding `url` and the path of `url` within it."""
+    fs, path = fsspec.core.url_to_fs(url, **storage_options(url))
+    return fs, path
+
+
+def is_remote(url: str) -> bool:
+    return "://" in url and not url.startswith("file://")
+
+
+def join(url: str, *parts: str) -> str:
+    """Join path parts onto a URL without mangling the scheme."""
+    if is_remote(url):
+        return posixpath.join(url, *parts)
+    return os.path.join(url, *parts)
+
+
+def basename(url: str) -> str:
+    return posixpath.basename(url.rstrip("/"))
+
+
+def exists(url: str) -> bool:
+    fs, path = filesystem(url)
+    return fs.exists(path)
+
+
+def isdir(url: str) -> bool:
+    fs, path = filesystem(url)
+    return fs.isdir(path)
+
+
+def makedirs(url: str) -> None:
+    fs, path = filesystem(url)
+    fs.makedirs(path, exist_ok=True)
+
+
+def open_file(url: str, mode: str = "rb"):
+    """Open one file for streaming reads or writes (a context manager)."""
+    return fsspec.open(url, mode, **storage_options(url))
+
+
+@contextmanager
+def local_copy_for_writing(url: str, suffix: str = "") -> Iterator[str]:
+    """A local path to write a file that libraries can only write locally (HDF5), uploaded on exit.
+
+    For a local `url` it is the destination itself; for a remote one, a temporary file that is
+    uploaded when the block ends without error.
+    """
+    if not is_remote(url):
+        parent = os.path.dirname(os.path.abspath(url))
+        os.makedirs(parent, exist_ok=True)
+        yield url
+        return
+    tmpdir = tempfile.mkdtemp(prefix="hma-upload-")
+    try:
+        local = os.path.join(tmpdir, "file" + suffix)
+        yield local
+        fs, path = filesystem(url)
+        fs.put_file(local, path)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
