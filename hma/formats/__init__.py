@@ -13,36 +13,31 @@ and memory bounded by a few episodes however large the source is.
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 from hma.episodes import Episode, Registry, load_registry
 from hma.errors import FormatError
-from hma.formats import lerobot, rlds, robomimic, video
 from hma.formats.base import EpisodeFormat, EpisodeRef, load_row
 
 if TYPE_CHECKING:
     import ray.data
 
-FORMATS: dict[str, EpisodeFormat] = {
-    "robomimic": robomimic,
-    "rlds": rlds,
-    "lerobot": lerobot,
-    "video": video,
-}
+# Imported on first use: a user converting HDF5 need not pay for importing the video stack.
+FORMATS = ("robomimic", "rlds", "lerobot", "video")
 
 
 def get_format(name: str) -> EpisodeFormat:
-    try:
-        return FORMATS[name]
-    except KeyError:
-        raise FormatError(f"unknown format {name!r} (known: {', '.join(FORMATS)})") from None
+    if name not in FORMATS:
+        raise FormatError(f"unknown format {name!r} (known: {', '.join(FORMATS)})")
+    return cast(EpisodeFormat, importlib.import_module(f"hma.formats.{name}"))
 
 
 def detect_format(url: str) -> str:
     """The name of the format stored at `url`, or a FormatError naming the URL."""
-    for name, fmt in FORMATS.items():
-        if fmt.sniff(url):
+    for name in FORMATS:
+        if get_format(name).sniff(url):
             return name
     raise FormatError(
         f"{url}: not a recognised episode source (expected one of: {', '.join(FORMATS)}); "
