@@ -27,7 +27,7 @@ from safetensors.numpy import load as load_tensors
 from safetensors.numpy import save as save_tensors
 
 from hma.config import StrictModel, read_yaml, validate
-from hma.errors import ConfigError, EpisodeError
+from hma.errors import EpisodeError
 
 SPLITS = ("train", "val")
 REGISTRY_ENV = "HMA_REGISTRY"
@@ -194,4 +194,3 @@ def validate_episode(ep: Episode, registry: Registry) -> DatasetSpec:
     if ep.hz <= 0:
         raise fail("hz", f"control rate must be positive, got {ep.hz}")
     return spec
-

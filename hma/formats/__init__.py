@@ -49,7 +49,9 @@ def list_refs(url: str, fmt: str | None = None, dataset: str | None = None) -> l
     return get_format(fmt or detect_format(url)).list_refs(url, dataset)
 
 
-def iter_episodes(url: str, fmt: str | None = None, dataset: str | None = None) -> Iterator[Episode]:
+def iter_episodes(
+    url: str, fmt: str | None = None, dataset: str | None = None
+) -> Iterator[Episode]:
     """Episodes of one source, one at a time in this process (no Ray)."""
     name = fmt or detect_format(url)
     reader = get_format(name)

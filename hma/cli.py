@@ -1,0 +1,165 @@
+"""Command line: `hma …` subcommands and `hma-generate`.
+
+Errors a user can cause print one line naming the culprit and exit 2; no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+from hma.errors import HmaError
+
+EXIT_USAGE = 2
+EXIT_INCOMPLETE = 1
+
+
+def _add_registry(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--registry",
+        action="append",
+        default=[],
+        metavar="YAML",
+        help="extra dataset registry file (repeatable; also $HMA_REGISTRY)",
+    )
+
+
+def _add_address(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--address",
+        default=None,
+        help="Ray cluster to join (default: $RAY_ADDRESS, else a local cluster on 127.0.0.1)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from hma.formats import FORMATS
+
+    parser = argparse.ArgumentParser(
+        prog="hma",
+        description="Heterogeneous Masked Autoregression: robot episodes -> token stores -> "
+        "action-conditioned video world model -> synthetic robot data.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    fmt = sub.add_parser("formats", help="episode formats: list, convert").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    fmt.add_parser("list", help="list the supported formats")
+    conv = fmt.add_parser("convert", help="convert an episode source to another format")
+    conv.add_argument("src", help="source URL (local path or s3://)")
+    conv.add_argument("dst", help="destination URL (must not exist)")
+    conv.add_argument("--to", required=True, choices=FORMATS, help="destination format")
+    conv.add_argument("--from", dest="src_format", choices=FORMATS, help="source format")
+    conv.add_argument("--dataset", help="registry dataset name, where the source does not say")
+    conv.add_argument("--strict", action="store_true", help="exit 1 if any episode was rejected")
+    _add_registry(conv)
+    _add_address(conv)
+
+    ds = sub.add_parser("datasets", help="dataset registry and sources: list, show").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    lst = ds.add_parser("list", help="list the registry's datasets")
+    _add_registry(lst)
+    show = ds.add_parser("show", help="episodes, frames, action stats and a thumbnail strip")
+    show.add_argument("uri", help="source URL (local path or s3://)")
+    show.add_argument("--format", choices=FORMATS, help="source format (default: detected)")
+    show.add_argument("--dataset", help="registry dataset name, where the source does not say")
+    show.add_argument("--png", help="where to write the thumbnail strip (default: none)")
+    show.add_argument("--episodes", type=int, default=6, help="episodes in the strip")
+    show.add_argument("--json", action="store_true", help="print the summary as JSON")
+    _add_registry(show)
+    _add_address(show)
+    return parser
+
+
+def _formats_list(args: argparse.Namespace) -> int:
+    from hma.formats import FORMATS, get_format
+
+    for name in FORMATS:
+        doc = (get_format(name).__doc__ or "").strip().splitlines()
+        print(f"{name:<10} {doc[0] if doc else ''}")
+    return 0
+
+
+def _formats_convert(args: argparse.Namespace) -> int:
+    from hma import storage
+    from hma.episodes import load_registry
+    from hma.pipeline import cluster
+    from hma.pipeline.convert import convert
+
+    if storage.exists(args.dst):
+        raise HmaError(f"{args.dst}: destination exists; choose a new path")
+    registry = load_registry(args.registry)
+    cluster.connect(args.address)
+    summary = convert(args.src, args.dst, args.to, args.src_format, args.dataset, registry)
+    print("\n".join(summary.lines()))
+    if not summary.conserved or (args.strict and summary.rejected):
+        return EXIT_INCOMPLETE
+    return 0
+
+
+def _datasets_list(args: argparse.Namespace) -> int:
+    from hma.episodes import load_registry
+
+    registry = load_registry(args.registry)
+    print(f"{'dataset':<22}{'embodiment':<20}{'A':>3}{'hz':>6}{'stride':>7}  camera  frame")
+    for name, s in sorted(registry.datasets.items()):
+        h, w = s.frame_size
+        print(
+            f"{name:<22}{s.embodiment:<20}{s.action_dim:>3}{s.hz:>6g}{s.stride:>7}  "
+            f"{s.camera:<7} {h}x{w}"
+        )
+    return 0
+
+
+def _datasets_show(args: argparse.Namespace) -> int:
+    from hma.episodes import load_registry
+    from hma.pipeline import cluster
+    from hma.pipeline.describe import describe
+
+    registry = load_registry(args.registry)
+    cluster.connect(args.address)
+    summary = describe(
+        args.uri, args.format, args.dataset, args.png, args.episodes, registry=registry
+    )
+    print(json.dumps(summary.to_dict(), indent=2) if args.json else "\n".join(summary.lines()))
+    return 0
+
+
+COMMANDS: dict[tuple[str, str], Callable[[argparse.Namespace], int]] = {
+    ("formats", "list"): _formats_list,
+    ("formats", "convert"): _formats_convert,
+    ("datasets", "list"): _datasets_list,
+    ("datasets", "show"): _datasets_show,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[(args.command, args.action)](args)
+    except HmaError as e:
+        print(f"hma: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def generate_main(argv: Sequence[str] | None = None) -> int:
+    """`hma-generate`: synthetic trajectories from a trained model (the generation stage)."""
+    parser = argparse.ArgumentParser(
+        prog="hma-generate",
+        description="Write synthetic trajectories from a trained HMA checkpoint into a Robomimic, "
+        "Language Table (RLDS) or LeRobot dataset, mixed with real ones.",
+    )
+    parser.parse_args(argv)
+    print(
+        "hma-generate: the generation stage is not built yet (see the project's open issues)",
+        file=sys.stderr,
+    )
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())
