@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import pytest
 
+from hma.demo import moving_block_frames
 from hma.episodes import Episode, load_registry
 
 
@@ -58,24 +59,6 @@ def s3_bucket(s3_endpoint: str) -> str:
     name = f"hma-{uuid.uuid4().hex[:12]}"
     boto3.client("s3", endpoint_url=s3_endpoint).create_bucket(Bucket=name)
     return f"s3://{name}"
-
-
-def moving_block_frames(steps: int, size: int, seed: int) -> np.ndarray:
-    """Frames with real spatial structure (a lit block moving over a gradient), not noise,
-    so lossy codecs behave as they do on camera images."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[0:size, 0:size]
-    base = np.stack([xx * 255 // size, yy * 255 // size, np.full_like(xx, 96)], -1)
-    frames = np.empty((steps, size, size, 3), np.uint8)
-    pos = rng.uniform(0.2, 0.8, 2)
-    for t in range(steps):
-        pos = np.clip(pos + rng.normal(0, 0.03, 2), 0.1, 0.9)
-        frame = base.copy()
-        cy, cx = (pos * size).astype(int)
-        r = max(2, size // 8)
-        frame[max(0, cy - r) : cy + r, max(0, cx - r) : cx + r] = (230, 40, 40)
-        frames[t] = frame
-    return frames
 
 
 @pytest.fixture
