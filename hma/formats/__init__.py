@@ -77,9 +77,12 @@ def read_episodes(
     registry = registry or load_registry()
     if not refs:
         raise FormatError(f"{url}: no episodes found")
-    return ray.data.from_items(refs, override_num_blocks=len(refs)).map(
+    ds = ray.data.from_items(refs, override_num_blocks=len(refs)).map(
         load_row, fn_kwargs={"registry": registry}
     )
+    # Episodes come out in source order, so a conversion is deterministic.
+    ds.context.execution_options.preserve_order = True
+    return ds
 
 
 def write_episodes(
