@@ -72,6 +72,27 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true", help="print the summary as JSON")
     _add_registry(show)
     _add_address(show)
+
+    sim = sub.add_parser("sim", help="simulated robots: generate expert datasets").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    gen = sim.add_parser("generate", help="record scripted-expert episodes into a dataset")
+    gen.add_argument("--env", required=True, help="simulator (a registry dataset name)")
+    gen.add_argument("--episodes", type=int, required=True)
+    gen.add_argument("--out", required=True, help="destination URL (must not exist)")
+    gen.add_argument(
+        "--format",
+        choices=FORMATS,
+        help="default: robomimic for robosuite, rlds for tabletop, lerobot otherwise",
+    )
+    gen.add_argument("--size", type=int, default=64, help="frame height and width in pixels")
+    gen.add_argument("--noise", type=float, default=0.0, help="expert action noise (x range)")
+    gen.add_argument("--seed", type=int, default=0, help="episode i uses seed + i")
+    gen.add_argument("--workers", type=int, default=1, help="> 1: fan out over Ray actors")
+    gen.add_argument(
+        "--only-success", action="store_true", help="drop unsuccessful episodes (default: keep)"
+    )
+    _add_address(gen)
     return parser
 
 
@@ -129,11 +150,38 @@ def _datasets_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sim_generate(args: argparse.Namespace) -> int:
+    from hma import storage
+    from hma.envs.record import RecordJob, default_format, record
+    from hma.pipeline import cluster
+
+    if storage.exists(args.out):
+        raise HmaError(f"{args.out}: destination exists; choose a new path")
+    if args.episodes < 1 or args.size < 8 or args.workers < 1:
+        raise HmaError("--episodes and --workers must be >= 1 and --size >= 8")
+    job = RecordJob(
+        env=args.env,
+        episodes=args.episodes,
+        out=args.out,
+        fmt=args.format or default_format(args.env),
+        size=args.size,
+        noise=args.noise,
+        seed=args.seed,
+        workers=args.workers,
+        only_success=args.only_success,
+    )
+    if job.workers > 1:
+        cluster.connect(args.address)
+    print("\n".join(record(job).lines()))
+    return 0
+
+
 COMMANDS: dict[tuple[str, str], Callable[[argparse.Namespace], int]] = {
     ("formats", "list"): _formats_list,
     ("formats", "convert"): _formats_convert,
     ("datasets", "list"): _datasets_list,
     ("datasets", "show"): _datasets_show,
+    ("sim", "generate"): _sim_generate,
 }
 
 
