@@ -81,6 +81,9 @@ class VideoEncoding:
         return opts
 
 
+DEFAULT_ENCODING = VideoEncoding()
+
+
 @dataclass(frozen=True)
 class VideoInfo:
     codec: str
@@ -114,7 +117,7 @@ def encode_frames(
     frames: Iterable[np.ndarray] | np.ndarray,
     path: str,
     fps: float,
-    encoding: VideoEncoding = VideoEncoding(),
+    encoding: VideoEncoding = DEFAULT_ENCODING,
 ) -> int:
     """Encode RGB frames to the local mp4 file `path`; returns the number of frames written.
 
@@ -124,8 +127,8 @@ def encode_frames(
 
     encoder = encoding.encoder()
     if encoder == "libsvtav1":
-        # SVT-AV1 prints a banner per stream at its default log level; keep warnings and errors.
-        os.environ.setdefault("SVT_LOG", "2")
+        # SVT-AV1 prints a banner per stream at its default log level; keep errors.
+        os.environ.setdefault("SVT_LOG", "1")
     rate = as_rate(fps)
     count = 0
     with av.open(path, "w", format="mp4") as container:
@@ -159,7 +162,7 @@ def write_mp4(
     frames: Iterable[np.ndarray] | np.ndarray,
     url: str,
     fps: float,
-    encoding: VideoEncoding = VideoEncoding(),
+    encoding: VideoEncoding = DEFAULT_ENCODING,
 ) -> int:
     """Encode frames to an mp4 at a local path or fsspec URL; returns the number of frames."""
     with storage.local_copy_for_writing(url, suffix=".mp4") as path:
