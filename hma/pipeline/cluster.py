@@ -11,6 +11,7 @@ environment variables that Ray's child processes inherit, so they are set before
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ import ray
 
 LOOPBACK = "127.0.0.1"
 ADDRESS_ENV = "RAY_ADDRESS"
+VERBOSE_ENV = "HMA_VERBOSE"  # 1: keep Ray Data's per-dataset INFO logs on the console
 LOCAL_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled"}
 
 
@@ -42,6 +44,11 @@ def connect(address: str | None = None, local: LocalClusterConfig | None = None)
     Returns the address of the cluster joined. Calling it when Ray is already initialised
     in this process reuses that connection.
     """
+    if not os.environ.get(VERBOSE_ENV):
+        # Ray Data logs every dataset's plan (and, off a TTY, its progress) at INFO; our commands
+        # print their own summaries. Ray Data reads this when it configures its loggers.
+        os.environ.setdefault("RAY_DATA_LOG_LEVEL", "WARNING")
+        logging.getLogger("ray.data").setLevel(logging.WARNING)
     if ray.is_initialized():
         return ray.get_runtime_context().gcs_address
     address = address or os.environ.get(ADDRESS_ENV) or None
