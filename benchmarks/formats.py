@@ -20,6 +20,7 @@ import os
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 
 import decord
 import h5py
@@ -86,6 +87,30 @@ def ray_reader(url: str, fmt: str) -> int:
     return sum(int(row["frames"].shape[0]) for row in rows)
 
 
+def raw_decoder(fmt: str, url: str) -> Callable[[], int]:
+    if fmt == "robomimic":
+        return partial(raw_robomimic, url)
+    if fmt == "rlds":
+        return partial(raw_rlds, rlds_image_bytes(url))
+    return partial(raw_mp4, url)
+
+
+def measure(fmt: str, url: str, total: int) -> dict[str, float]:
+    """frames/s of the raw decode, the reader and the Ray reader over the dataset at `url`."""
+    fps = {}
+    for name, fn in (
+        ("raw", raw_decoder(fmt, url)),
+        ("reader", partial(reader, url, fmt)),
+        ("ray", partial(ray_reader, url, fmt)),
+    ):
+        fn()  # warm up: page cache, imports, Ray workers
+        frames, seconds = timed(fn)
+        if frames != total:
+            raise RuntimeError(f"{fmt} {name}: read {frames} frames, wrote {total}")
+        fps[name] = frames / seconds
+    return fps
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--episodes", type=int, default=16)
@@ -97,29 +122,19 @@ def main() -> None:
     total = args.episodes * args.steps
     cluster.connect(local=cluster.LocalClusterConfig(num_cpus=2))
     print(f"{args.episodes} episodes x {args.steps} frames at {args.size}px ({DATASET})")
-    print(f"{'format':<10}{'reader f/s':>12}{'ray f/s':>10}{'raw f/s':>10}"
-          f"{'reader/raw':>12}{'ray/raw':>9}")
+    print(
+        f"{'format':<10}{'reader f/s':>12}{'ray f/s':>10}{'raw f/s':>10}"
+        f"{'reader/raw':>12}{'ray/raw':>9}"
+    )
     with tempfile.TemporaryDirectory() as tmp:
         for fmt in FORMATS:
             url = os.path.join(tmp, fmt + (".hdf5" if fmt == "robomimic" else ""))
             formats.write_episodes(episodes, url, fmt, registry)
-            if fmt == "robomimic":
-                raw = lambda url=url: raw_robomimic(url)  # noqa: E731
-            elif fmt == "rlds":
-                images = rlds_image_bytes(url)
-                raw = lambda images=images: raw_rlds(images)  # noqa: E731
-            else:
-                raw = lambda url=url: raw_mp4(url)  # noqa: E731
-            results = {}
-            for name, fn in (("raw", raw), ("reader", lambda: reader(url, fmt)),
-                             ("ray", lambda: ray_reader(url, fmt))):
-                fn()  # warm up: page cache, imports, Ray workers
-                frames, seconds = timed(fn)
-                if frames != total:
-                    raise RuntimeError(f"{fmt} {name}: read {frames} frames, wrote {total}")
-                results[name] = frames / seconds
-            print(f"{fmt:<10}{results['reader']:>12.0f}{results['ray']:>10.0f}{results['raw']:>10.0f}"
-                  f"{results['reader'] / results['raw']:>12.2f}{results['ray'] / results['raw']:>9.2f}")
+            fps = measure(fmt, url, total)
+            print(
+                f"{fmt:<10}{fps['reader']:>12.0f}{fps['ray']:>10.0f}{fps['raw']:>10.0f}"
+                f"{fps['reader'] / fps['raw']:>12.2f}{fps['ray'] / fps['raw']:>9.2f}"
+            )
     cluster.shutdown()
 
 
