@@ -14,8 +14,11 @@ from hma.episodes import Episode, load_registry
 
 
 @pytest.fixture(scope="session")
-def ray_cluster() -> Iterator[str]:
-    """A local Ray cluster bound to 127.0.0.1, shared by the whole session."""
+def ray_cluster(s3_endpoint: str) -> Iterator[str]:
+    """A local Ray cluster bound to 127.0.0.1, shared by the whole session.
+
+    It starts after the S3 server so its workers inherit the endpoint and dummy credentials,
+    as workers of a real cluster carry their own S3 settings."""
     from hma.pipeline.cluster import LocalClusterConfig, connect, shutdown
 
     address = connect(local=LocalClusterConfig(num_cpus=2))

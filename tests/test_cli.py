@@ -25,11 +25,14 @@ def test_help_runs_as_console_script():
     assert "formats" in out.stdout and "datasets" in out.stdout
 
 
-@pytest.mark.parametrize(("src_fmt", "dst_fmt"), [("robomimic", "rlds"), ("rlds", "lerobot"),
-                                                  ("lerobot", "video"), ("video", "robomimic")])
+@pytest.mark.parametrize(
+    ("src_fmt", "dst_fmt"),
+    [("robomimic", "rlds"), ("rlds", "lerobot"), ("lerobot", "video"), ("video", "robomimic")],
+)
 def test_convert_any_to_any(ray_cluster, tmp_path, make_episode, capsys, src_fmt, dst_fmt):
-    originals = [make_episode("robosuite_lift", seed=s, split="val" if s == 2 else "train")
-                 for s in range(3)]
+    originals = [
+        make_episode("robosuite_lift", seed=s, split="val" if s == 2 else "train") for s in range(3)
+    ]
     src = str(tmp_path / f"src-{src_fmt}")
     dst = str(tmp_path / f"dst-{dst_fmt}")
     _write(originals, src, src_fmt)
@@ -42,6 +45,17 @@ def test_convert_any_to_any(ray_cluster, tmp_path, make_episode, capsys, src_fmt
         np.testing.assert_array_equal(got.actions, ep.actions)
         assert got.split == ep.split and got.success == ep.success
         assert np.abs(got.frames.astype(int) - ep.frames).mean() < 6
+
+
+def test_convert_between_s3_urls(ray_cluster, s3_bucket, make_episode, capsys):
+    originals = [make_episode("tabletop", seed=s) for s in range(2)]
+    src, dst = f"{s3_bucket}/raw/tt.hdf5", f"{s3_bucket}/rlds/tt"
+    _write(originals, src, "robomimic")
+    assert cli.main(["formats", "convert", src, dst, "--to", "rlds"]) == 0
+    assert "read 2 = written 2 + rejected 0" in capsys.readouterr().out
+    back = list(formats.iter_episodes(dst))
+    assert [ep.instruction for ep in back] == [ep.instruction for ep in originals]
+    np.testing.assert_array_equal(back[1].frames, originals[1].frames)
 
 
 def test_convert_puts_bad_episodes_aside_with_reason(ray_cluster, tmp_path, make_episode, capsys):
@@ -57,8 +71,9 @@ def test_convert_puts_bad_episodes_aside_with_reason(ray_cluster, tmp_path, make
     assert "pusht-9" in out and "non-finite" in out
     lines = (tmp_path / "out_rlds.rejected.jsonl").read_text().splitlines()
     assert [json.loads(x)["episode_id"] for x in lines] == ["pusht-9"]
-    assert cli.main(["formats", "convert", src, str(tmp_path / "o2"), "--to", "rlds",
-                     "--strict"]) == 1
+    assert (
+        cli.main(["formats", "convert", src, str(tmp_path / "o2"), "--to", "rlds", "--strict"]) == 1
+    )
 
 
 def test_convert_refuses_existing_destination(tmp_path, make_episode, capsys):
@@ -78,8 +93,10 @@ def test_unrecognised_source_names_it(ray_cluster, tmp_path, capsys):
 
 
 def test_show_prints_counts_stats_and_writes_strip(ray_cluster, tmp_path, make_episode, capsys):
-    eps = [make_episode("metaworld_reach", seed=s, steps=10 + s, split="val" if s == 3 else "train")
-           for s in range(4)]
+    eps = [
+        make_episode("metaworld_reach", seed=s, steps=10 + s, split="val" if s == 3 else "train")
+        for s in range(4)
+    ]
     src = str(tmp_path / "mw.hdf5")
     _write(eps, src, "robomimic")
     png = tmp_path / "strip.png"
