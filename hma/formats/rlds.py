@@ -29,7 +29,6 @@ import json
 import math
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -40,6 +39,7 @@ from hma.episodes import Episode, Registry, load_registry, validate_episode
 from hma.errors import EpisodeError, FormatError
 from hma.formats import tfrecord
 from hma.formats.base import EpisodeRef
+from hma.formats.tfds_features import Field, features_json, parse_features
 
 FORMAT = "rlds"
 INFO_FILE = "dataset_info.json"
@@ -55,103 +55,6 @@ JPEG_QUALITY = 95
 # Split names other tools use for held-out data, read as our "val".
 _VAL_SPLITS = frozenset({"val", "valid", "validation", "test"})
 _SCAN_BLOCK = 1 << 16  # read size for header scans on object stores
-
-_TFDS = "tensorflow_datasets.core.features."
-
-
-# ---------------------------------------------------------------------------------------------
-# features.json: TFDS FeatureConnector JSON, flattened to one Field per Example key
-
-
-@dataclass(frozen=True)
-class Field:
-    """One leaf feature. For step fields `shape` is per step; -1 marks an unknown dimension."""
-
-    kind: str  # "tensor" | "image" | "text"
-    dtype: str = "string"
-    shape: tuple[int, ...] = ()
-    encoding: str = "none"  # image: "png" / "jpeg"; tensor: "none" / "bytes" / "zlib"
-    description: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        dims = {"dimensions": [str(d) for d in self.shape]} if self.shape else {}
-        if self.kind == "image":
-            body = {"shape": dims, "dtype": self.dtype, "encodingFormat": self.encoding}
-            node = {"pythonClassName": _TFDS + "image_feature.Image", "image": body}
-        elif self.kind == "text":
-            node = {"pythonClassName": _TFDS + "text_feature.Text", "text": {}}
-        else:
-            cls = "scalar.Scalar" if not self.shape else "tensor_feature.Tensor"
-            body = {"shape": dims, "dtype": self.dtype, "encoding": self.encoding}
-            node = {"pythonClassName": _TFDS + cls, "tensor": body}
-        if self.description:
-            node["description"] = self.description
-        return node
-
-
-def _features_json(steps: dict[str, Field], episode: dict[str, Field]) -> dict[str, Any]:
-    def tree(fields: dict[str, Field]) -> dict[str, Any]:
-        nested: dict[str, Any] = {}
-        for path, f in sorted(fields.items()):
-            *parents, leaf = path.split("/")
-            node = nested
-            for p in parents:
-                node = node.setdefault(p, {})
-            node[leaf] = f
-        return to_dict(nested)
-
-    def to_dict(node: dict[str, Any]) -> dict[str, Any]:
-        feats = {k: v.to_json() if isinstance(v, Field) else to_dict(v) for k, v in node.items()}
-        return {
-            "pythonClassName": _TFDS + "features_dict.FeaturesDict",
-            "featuresDict": {"features": feats},
-        }
-
-    root = tree(episode)
-    root["featuresDict"]["features"]["steps"] = {
-        "pythonClassName": _TFDS + "dataset_feature.Dataset",
-        "sequence": {
-            "feature": tree({k.removeprefix("steps/"): f for k, f in steps.items()}),
-            "length": "-1",
-        },
-    }
-    return root
-
-
-def _parse_features(node: dict[str, Any], url: str) -> dict[str, Field]:
-    """Example key -> Field for every leaf TFDS can serialise into an Example that we can read."""
-    out: dict[str, Field] = {}
-
-    def walk(node: dict[str, Any], path: str, rank: int) -> None:
-        if "featuresDict" in node:
-            for key, child in node["featuresDict"].get("features", {}).items():
-                walk(child, f"{path}/{key}" if path else key, rank)
-        elif "sequence" in node:
-            walk(node["sequence"].get("feature", {}), path, rank + 1)
-        elif rank > (1 if path.startswith("steps/") else 0):
-            return  # nested sequences are stored ragged; nothing we read uses them
-        elif "tensor" in node:
-            t = node["tensor"]
-            dims = tuple(int(d) for d in t.get("shape", {}).get("dimensions", []))
-            out[path] = Field("tensor", t.get("dtype", "float32"), dims, t.get("encoding", "none"))
-        elif "image" in node:
-            im = node["image"]
-            dims = tuple(int(d) for d in im.get("shape", {}).get("dimensions", []))
-            fmt = im.get("encodingFormat") or "png"
-            out[path] = Field("image", im.get("dtype", "uint8"), dims, fmt)
-        elif "text" in node:
-            out[path] = Field("text")
-        elif "classLabel" in node:
-            out[path] = Field("tensor", "int64")
-
-    if "steps" not in node.get("featuresDict", {}).get("features", {}):
-        raise FormatError(f"{url}: no 'steps' feature (not an RLDS dataset)")
-    walk(node, "", 0)
-    return out
-
-
-# ---------------------------------------------------------------------------------------------
-# Locating the version directory and its metadata
 
 
 def _read_json(url: str) -> dict[str, Any]:
@@ -216,7 +119,7 @@ def list_refs(url: str, dataset: str | None) -> list[EpisodeRef]:
     root = _resolve(url)
     info_url = storage.join(root, INFO_FILE)
     info = _read_json(info_url)
-    _parse_features(_read_json(storage.join(root, FEATURES_FILE)), root)
+    parse_features(_read_json(storage.join(root, FEATURES_FILE)), root)
     if info.get("fileFormat", "tfrecord") != "tfrecord":
         raise FormatError(f"{info_url}: fileFormat {info['fileFormat']!r} is not supported")
     name = info.get("name")
@@ -265,7 +168,7 @@ def list_refs(url: str, dataset: str | None) -> list[EpisodeRef]:
 def load(ref: EpisodeRef) -> Episode:
     """Read and decode the one record `ref` points to."""
     shard, index = ref["file"], ref["index"]
-    fields = _parse_features(_read_json(storage.join(ref["url"], FEATURES_FILE)), ref["url"])
+    fields = parse_features(_read_json(storage.join(ref["url"], FEATURES_FILE)), ref["url"])
     fs, path = storage.filesystem(shard)
     size = tfrecord.HEADER_SIZE + int(ref["length"]) + tfrecord.FOOTER_SIZE
     try:
@@ -628,7 +531,7 @@ def write(
         raise
     features_url = storage.join(url, FEATURES_FILE)
     with storage.open_file(features_url, "w") as f:
-        json.dump(_features_json(steps, _EPISODE_FIELDS), f, indent=2)
+        json.dump(features_json(steps, _EPISODE_FIELDS), f, indent=2)
     version = storage.basename(url)
     info = {
         "name": name,
