@@ -12,7 +12,15 @@ from hma.envs.base import Env
 from hma.errors import ConfigError
 
 # registry dataset name -> "module:factory"; each factory takes (size: int) and returns an Env
-ENVS: dict[str, str] = {}
+ENVS: dict[str, str] = {
+    "pusht": "hma.envs.pusht:make",
+    "tabletop": "hma.envs.tabletop:make",
+    "robosuite_lift": "hma.envs.robosuite:make_lift",
+    "robosuite_can": "hma.envs.robosuite:make_can",
+    "metaworld_reach": "hma.envs.metaworld:make_reach",
+    "metaworld_push": "hma.envs.metaworld:make_push",
+    "metaworld_pick_place": "hma.envs.metaworld:make_pick_place",
+}
 
 
 def make_env(name: str, size: int = 64) -> Env:
