@@ -152,9 +152,12 @@ def _datasets_show(args: argparse.Namespace) -> int:
 
 def _sim_generate(args: argparse.Namespace) -> int:
     from hma import storage
+    from hma.envs import ENVS
     from hma.envs.record import RecordJob, default_format, record
     from hma.pipeline import cluster
 
+    if args.env not in ENVS:
+        raise HmaError(f"unknown env {args.env!r} (known: {', '.join(sorted(ENVS))})")
     if storage.exists(args.out):
         raise HmaError(f"{args.out}: destination exists; choose a new path")
     if args.episodes < 1 or args.size < 8 or args.workers < 1:
