@@ -5,17 +5,20 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 TORCH  := torch==2.13.0
+# installed without its declared deps: its mink pin needs numpy<2 (pyproject.toml lists the rest)
+ROBOSUITE := robosuite==1.5.2
 DEMO_OUT ?= demo-out
 
 .PHONY: venv test lint demo clean
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q $(TORCH)
 	$(BIN)/python -m pip install -q -e '.[test]'
+	$(BIN)/python -m pip install -q --no-deps $(ROBOSUITE)
 	touch $(STAMP)
 
 lint: venv
