@@ -1,11 +1,14 @@
 """`make demo`: the longest end-to-end path the project supports so far, on local Ray and local files.
 
-Today that path is the data floor: episodes of several robots are written as robomimic HDF5, then
-converted through every format on Ray (robomimic -> RLDS -> LeRobot v3 -> mp4 manifest ->
-robomimic), each hop checked against the original and summarised, ending in an HTML report with
-thumbnail strips. Until the simulators land (hma.envs), the episodes come from `procedural_episodes`:
-a block drifting over a gradient with random-walk actions — clearly synthetic, but real arrays in
-real files that the ecosystem's tools open.
+Today that path is: simulated robots -> their native dataset formats -> every other format and back.
+  1. Scripted experts of four simulators record episodes on a Ray actor pool, each into its default
+     format (tabletop -> Language Table RLDS, pusht / metaworld -> LeRobot v3, robosuite -> robomimic).
+  2. Each dataset is converted on Ray through every other format and back to where it started,
+     each hop checked against the recorded episodes (actions exact, frames within codec tolerance).
+  3. An HTML report: expert success rates, counts, conversion times, round-trip errors, thumbnails.
+
+`procedural_episodes` (a block drifting over a gradient, no physics) stays for format tests and
+benchmarks that need arbitrary action dimensions and sizes without running a simulator.
 """
 
 from __future__ import annotations
@@ -20,13 +23,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from hma import formats
+from hma.envs.record import RecordJob, RecordSummary, default_format, record
 from hma.episodes import Episode, load_registry
+from hma.formats import FORMATS
 from hma.pipeline import cluster
 from hma.pipeline.convert import convert
 from hma.pipeline.describe import SourceSummary, describe
 
-DEMO_DATASETS = ("robosuite_lift", "pusht", "metaworld_reach")
-CHAIN = ("robomimic", "rlds", "lerobot", "video", "robomimic")
+# (simulator, episodes) recorded by the demo; each lands in its default format first
+DEMO_SIMS = (("tabletop", 8), ("pusht", 4), ("metaworld_reach", 6), ("robosuite_lift", 6))
 SUFFIX = {"robomimic": ".hdf5", "rlds": "", "lerobot": "", "video": ""}
 
 
@@ -94,37 +99,50 @@ def compare(original: dict[str, Episode], url: str, fmt: str) -> tuple[float, fl
     return act, pix / n
 
 
-def run(out: str, episodes_per_dataset: int, steps: int, size: int) -> str:
+def conversion_chain(start: str) -> list[str]:
+    """Every other format once, then back to `start`."""
+    return [f for f in FORMATS if f != start] + [start]
+
+
+def run(out: str, size: int, workers: int) -> str:
     shutil.rmtree(out, ignore_errors=True)
     os.makedirs(out)
     registry = load_registry()
     cluster.connect()
     hops: list[Hop] = []
-    for dataset in DEMO_DATASETS:
-        original = procedural_episodes(dataset, episodes_per_dataset, steps, size, seed=1)
-        by_id = {ep.episode_id: ep for ep in original}
-        url = os.path.join(out, f"{dataset}-0-{CHAIN[0]}{SUFFIX[CHAIN[0]]}")
-        formats.write_episodes(original, url, CHAIN[0], registry)
-        for i, fmt in enumerate(CHAIN[1:], start=1):
-            dst = os.path.join(out, f"{dataset}-{i}-{fmt}{SUFFIX[fmt]}")
+    recorded: list[RecordSummary] = []
+    for env, episodes in DEMO_SIMS:
+        fmt = default_format(env)
+        url = os.path.join(out, f"{env}-0-{fmt}{SUFFIX[fmt]}")
+        summary = record(RecordJob(env, episodes, url, fmt, size=size, workers=workers))
+        recorded.append(summary)
+        print("\n".join(summary.lines()))
+        by_id = {ep.episode_id: ep for ep in formats.iter_episodes(url, fmt)}
+        for i, dst_fmt in enumerate(conversion_chain(fmt), start=1):
+            dst = os.path.join(out, f"{env}-{i}-{dst_fmt}{SUFFIX[dst_fmt]}")
             start = time.perf_counter()
-            result = convert(url, dst, fmt, registry=registry)
+            result = convert(url, dst, dst_fmt, registry=registry)
             seconds = time.perf_counter() - start
             if not result.conserved or result.rejected:
                 raise RuntimeError("\n".join(result.lines()))
-            png = os.path.join(out, f"{dataset}-{i}-{fmt}.png")
-            summary = describe(dst, fmt, strip_url=png, strip_episodes=4, registry=registry)
-            act, pix = compare(by_id, dst, fmt)
-            hops.append(Hop(fmt, dst, seconds, summary, act, pix))
-            print(f"{dataset}: {fmt:<9} {seconds:5.1f}s  max|da| {act:.2e}  mean|dframe| {pix:.2f}")
+            png = os.path.join(out, f"{env}-{i}-{dst_fmt}.png")
+            shown = describe(dst, dst_fmt, strip_url=png, strip_episodes=4, registry=registry)
+            act, pix = compare(by_id, dst, dst_fmt)
+            hops.append(Hop(dst_fmt, dst, seconds, shown, act, pix))
+            print(f"  -> {dst_fmt:<9} {seconds:5.1f}s  max|da| {act:.2e}  mean|dframe| {pix:.2f}")
             url = dst
     report = os.path.join(out, "report.html")
     with open(report, "w") as f:
-        f.write(render(hops))
+        f.write(render(recorded, hops))
     return report
 
 
-def render(hops: list[Hop]) -> str:
+def render(recorded: list[RecordSummary], hops: list[Hop]) -> str:
+    sims = "".join(
+        f"<tr><td>{r.job.env}</td><td>{r.job.fmt}</td><td>{r.attempted}</td>"
+        f"<td>{r.successes / max(r.attempted, 1):.0%}</td></tr>"
+        for r in recorded
+    )
     rows = []
     for hop in hops:
         for name, part in hop.summary.datasets.items():
@@ -139,10 +157,12 @@ def render(hops: list[Hop]) -> str:
         "<!doctype html><meta charset='utf-8'><title>HMA demo</title>"
         "<style>body{font-family:sans-serif}td,th{padding:4px 8px;border-bottom:1px solid #ddd}"
         "img{height:96px}</style>"
-        "<h1>HMA demo: episodes through every format</h1>"
-        f"<p>Chain: {' &rarr; '.join(CHAIN)}, each hop a Ray conversion from the previous one. "
-        "Errors compare with the original episodes: actions must match exactly; frames within "
-        "codec tolerance (mp4 hops are lossy).</p>"
+        "<h1>HMA demo: simulated robots through every format</h1>"
+        "<h2>Expert episodes recorded</h2><table><tr><th>simulator</th><th>native format</th>"
+        "<th>episodes</th><th>expert success</th></tr>" + sims + "</table>"
+        "<h2>Conversions</h2><p>Each dataset goes through every other format and back, each hop "
+        "a Ray conversion of the previous one. Errors compare with the recorded episodes: actions "
+        "must match exactly; frames within codec tolerance (mp4 hops are lossy).</p>"
         "<table><tr><th>dataset</th><th>format</th><th>episodes</th><th>frames</th>"
         "<th>convert s</th><th>max |&Delta;action|</th><th>mean |&Delta;pixel|</th>"
         "<th>thumbnails</th></tr>" + "".join(rows) + "</table>"
@@ -152,12 +172,11 @@ def render(hops: list[Hop]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m hma.demo", description=__doc__.split("\n")[0])
     parser.add_argument("--out", default="demo-out")
-    parser.add_argument("--episodes", type=int, default=10, help="episodes per dataset")
-    parser.add_argument("--steps", type=int, default=40)
-    parser.add_argument("--size", type=int, default=96)
+    parser.add_argument("--size", type=int, default=96, help="frame height and width")
+    parser.add_argument("--workers", type=int, default=2, help="simulator actors on Ray")
     args = parser.parse_args()
     start = time.perf_counter()
-    report = run(args.out, args.episodes, args.steps, args.size)
+    report = run(args.out, args.size, args.workers)
     print(f"demo finished in {time.perf_counter() - start:.0f}s; open {os.path.abspath(report)}")
 
 

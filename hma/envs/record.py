@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from hma import formats
 from hma.envs import make_env
+from hma.envs.base import Env
 from hma.envs.rollout import rollout
 from hma.episodes import Episode, load_registry
 
@@ -75,8 +76,21 @@ class ExpertRecorder:
     """Holds one env for its lifetime (a Ray actor in a pool, or the driver when workers=1)."""
 
     def __init__(self, env: str, size: int, noise: float):
-        self.env = make_env(env, size)
-        self.noise = noise
+        self.env_name, self.size, self.noise = env, size, noise
+        self._env: Env | None = None
+
+    @property
+    def env(self) -> Env:
+        # Built on first use, not in __init__: Ray Data may construct an actor's UDF on one thread
+        # and call it on another, and an EGL context (MuJoCo offscreen rendering) is bound to the
+        # thread that created it (eglMakeCurrent fails with EGL_BAD_ACCESS elsewhere).
+        if self._env is None:
+            self._env = make_env(self.env_name, self.size)
+        return self._env
+
+    def close(self) -> None:
+        if self._env is not None:
+            self._env.close()
 
     def record(self, item: dict[str, Any]) -> Episode:
         seed = int(item["seed"])
@@ -99,7 +113,7 @@ def _episodes(job: RecordJob) -> Iterator[Episode]:
         try:
             yield from (recorder.record(item) for item in plan)
         finally:
-            recorder.env.close()
+            recorder.close()
         return
     import ray.data
 
