@@ -4,11 +4,12 @@ pick-and-place expert.
     action   float32 [7]  (dx, dy, dz, dax, day, daz, grip) in [-1, 1]; OSC scales the position part to
              ±5 cm and the rotation part to ±0.5 rad per step; grip -1 opens, +1 closes
     state    float32 [9]  eef pos (3), eef quat xyzw (4), gripper finger qpos (2)
+    meta     env_args, model_file (robomimic's demo attr) and state_keys (the obs keys of state)
     extras   "sim_state" float64 [N]  env.sim.get_state().flatten() (robomimic's `states`)
              "object"    float32 [K]  robosuite's low-dim object observation (robomimic's `object`)
 
-Frames are rendered after `sim.forward()`, so restoring `sim_state[t]` (robomimic's `reset_to`)
-renders exactly frame t.
+Observations are taken and frames rendered after `sim.forward()`, so restoring `sim_state[t]`
+(robomimic's `reset_to`) gives back exactly the low-dim obs and frame t.
 """
 
 from __future__ import annotations
@@ -28,6 +29,8 @@ CONTROL_FREQ = 20
 POS_SCALE = 0.05  # metres per step
 ROT_SCALE = 0.5  # radians per step
 GRIP_OPEN, GRIP_CLOSED = -1.0, 1.0
+# Episode.state, in order: robosuite observation names and widths (robomimic's low-dim obs keys)
+STATE_KEYS = (("robot0_eef_pos", 3), ("robot0_eef_quat", 4), ("robot0_gripper_qpos", 2))
 
 
 class RobosuiteEnv(Env):
@@ -87,7 +90,8 @@ class RobosuiteEnv(Env):
         # Object placement and robot init noise draw from env.rng, which the placement sampler
         # shares by reference: reseed that generator in place rather than replacing it.
         self._env.rng.bit_generator.state = np.random.default_rng(seed).bit_generator.state
-        self._raw = self._env.reset()
+        self._env.reset()
+        self._raw = self._observe()
         self._prepare_renderer()
         self._steps = 0
         self._solved_for = 0
@@ -96,7 +100,8 @@ class RobosuiteEnv(Env):
 
     def step(self, action: np.ndarray) -> tuple[Obs, float, bool, dict[str, Any]]:
         action = self.action_space.clip(np.asarray(action, np.float32))
-        self._raw, reward, _, _ = self._env.step(action.astype(np.float64))
+        _, reward, _, _ = self._env.step(action.astype(np.float64))
+        self._raw = self._observe()
         self._steps += 1
         success = bool(self._env._check_success())
         self._solved_for = self._solved_for + 1 if success else 0
@@ -120,7 +125,12 @@ class RobosuiteEnv(Env):
     def episode_meta(self) -> dict[str, Any]:
         if self._model_xml is None:  # hard_reset=False: the model never changes between episodes
             self._model_xml = self._env.sim.model.get_xml()
-        return {"env_args": self.env_args(), "model_file": self._model_xml}
+        return {
+            "env_args": self.env_args(),
+            "model_file": self._model_xml,
+            # Episode.state splits into robomimic's own low-dim obs keys (robosuite's obs names)
+            "state_keys": [[key, width] for key, width in STATE_KEYS],
+        }
 
     def env_args(self) -> dict[str, Any]:
         """robomimic's `data.attrs["env_args"]`: how to rebuild this env with image observations."""
@@ -160,11 +170,17 @@ class RobosuiteEnv(Env):
             ctx.scn.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = 0
             self._ctx = ctx
 
+    def _observe(self) -> dict[str, np.ndarray]:
+        """robosuite's observations recomputed after `sim.forward()`. Those `env.step` returns
+        come from before the last substep's forward pass (positions one 2 ms substep stale, up to
+        ~0.6 mm), whereas robomimic's `reset_to(states[t])` forwards first: recomputed, the stored
+        obs, the frame and `sim_state` all describe the same instant."""
+        self._env.sim.forward()
+        return self._env._get_observations(force_update=True)
+
     def _obs(self) -> Obs:
         raw = self._raw
-        state = np.concatenate(
-            [raw["robot0_eef_pos"], raw["robot0_eef_quat"], raw["robot0_gripper_qpos"]]
-        )
+        state = np.concatenate([raw[key] for key, _ in STATE_KEYS])
         return {"image": self.render(), "state": state.astype(np.float32)}
 
     def _eef(self) -> np.ndarray:

@@ -90,6 +90,23 @@ def test_restoring_a_recorded_sim_state_renders_that_frame(lift):
         np.testing.assert_array_equal(lift.render(), ep.frames[t], err_msg=f"step {t}")
 
 
+def test_restored_state_reproduces_the_recorded_low_dim_obs(lift):
+    # robomimic's reset_to(states[t]) runs sim.forward() and then reads the observations; the
+    # recorded obs must be the ones that state gives, not robosuite's one-substep-stale ones.
+    ep = rollout(lift, 4)
+    assert lift.episode_meta()["state_keys"] == [
+        ["robot0_eef_pos", 3],
+        ["robot0_eef_quat", 4],
+        ["robot0_gripper_qpos", 2],
+    ]
+    for t in (0, len(ep) // 2, len(ep) - 1):
+        lift.sim.set_state_from_flattened(ep.extras["sim_state"][t])
+        lift.sim.forward()
+        obs = lift._env._get_observations(force_update=True)
+        np.testing.assert_allclose(obs["robot0_eef_pos"], ep.state[t, :3], atol=1e-6)
+        np.testing.assert_allclose(obs["object-state"], ep.extras["object"][t], atol=1e-6)
+
+
 def test_episode_meta_is_robomimic_env_args(lift):
     import robosuite
 
