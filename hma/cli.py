@@ -93,6 +93,31 @@ def build_parser() -> argparse.ArgumentParser:
         "--only-success", action="store_true", help="drop unsuccessful episodes (default: keep)"
     )
     _add_address(gen)
+
+    tok = sub.add_parser("tokenizer", help="image tokenizers: train, eval").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    tr = tok.add_parser(
+        "train",
+        help="train an FSQ or KL tokenizer on Ray Train (re-running a config resumes its run)",
+    )
+    tr.add_argument("--config", required=True, help="YAML TrainConfig (see jobs/tokenizer_*.yaml)")
+    tr.add_argument("--quiet", action="store_true", help="no per-step progress on the console")
+    _add_address(tr)
+    ev = tok.add_parser("eval", help="PSNR/SSIM per dataset on held-out episodes, and PNG grids")
+    ev.add_argument(
+        "--checkpoint", required=True, help="checkpoint dir, a run dir, or Cosmos .jit files' dir"
+    )
+    ev.add_argument("--config", help="take the sources and frame size from this TrainConfig")
+    ev.add_argument("--source", action="append", default=[], metavar="URL", help="episode source")
+    ev.add_argument("--size", type=int, default=64, help="frame size for --source (square)")
+    ev.add_argument("--split", default="val", choices=("train", "val"))
+    ev.add_argument("--out", help="where to write grid PNGs and scores.json")
+    ev.add_argument("--grid-frames", type=int, default=8, help="frames per dataset in a grid")
+    ev.add_argument("--workers", type=int, default=1, help="tokenizer actors")
+    ev.add_argument("--device", default="cpu", help="torch device of the tokenizer (cpu, cuda)")
+    ev.add_argument("--json", action="store_true", help="print the scores as JSON")
+    _add_address(ev)
     return parser
 
 
@@ -179,12 +204,58 @@ def _sim_generate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tokenizer_train(args: argparse.Namespace) -> int:
+    from hma.pipeline import cluster
+    from hma.tokenize.train import load_train_config, train
+
+    config = load_train_config(args.config)
+    cluster.connect(args.address)
+    result = train(config, echo=not args.quiet)
+    print(f"trained {config.tokenizer.arch} tokenizer in {result.seconds:.0f}s")
+    for key in ("step", "val_psnr", "fingerprint"):
+        if key in result.metrics:
+            print(f"  {key}: {result.metrics[key]}")
+    print(f"checkpoint: {result.checkpoint}")
+    print(f"tensorboard: {result.tensorboard_dir}")
+    return 0
+
+
+def _tokenizer_eval(args: argparse.Namespace) -> int:
+    from hma.pipeline import cluster
+    from hma.tokenize.data import DataConfig, FrameSource
+    from hma.tokenize.evaluate import evaluate
+    from hma.tokenize.train import load_train_config
+
+    if bool(args.config) == bool(args.source):
+        raise HmaError("give either --config or one or more --source URLs")
+    if args.config:
+        data = load_train_config(args.config).data
+    else:
+        data = DataConfig(
+            sources=[FrameSource(url=u) for u in args.source], frame_size=(args.size, args.size)
+        )
+    cluster.connect(args.address)
+    summary = evaluate(
+        args.checkpoint,
+        data,
+        out=args.out,
+        split=args.split,
+        grid_frames=args.grid_frames,
+        workers=args.workers,
+        device=args.device,
+    )
+    print(json.dumps(summary.to_dict(), indent=2) if args.json else "\n".join(summary.lines()))
+    return 0
+
+
 COMMANDS: dict[tuple[str, str], Callable[[argparse.Namespace], int]] = {
     ("formats", "list"): _formats_list,
     ("formats", "convert"): _formats_convert,
     ("datasets", "list"): _datasets_list,
     ("datasets", "show"): _datasets_show,
     ("sim", "generate"): _sim_generate,
+    ("tokenizer", "train"): _tokenizer_train,
+    ("tokenizer", "eval"): _tokenizer_eval,
 }
 
 
