@@ -192,6 +192,22 @@ class RobosuiteEnv(Env):
     def _stages(self) -> list[_Stage]:
         raise NotImplementedError
 
+    def _grasp(self) -> tuple[list[_Stage], Callable[[], np.ndarray]]:
+        """The stages every pick shares (above the object, descend, close) and the grasp point,
+        fixed where the gripper closed, for the stages that carry the object on."""
+        hold: dict[str, np.ndarray] = {}
+
+        def grasp_point() -> np.ndarray:
+            hold.setdefault("pos", self._eef().copy())
+            return hold["pos"]
+
+        stages = [
+            _Stage(lambda: self._object_pos() + [0, 0, 0.08], GRIP_OPEN, tol=0.015),
+            _Stage(lambda: self._object_pos() + [0, 0, 0.0], GRIP_OPEN, tol=0.008),
+            _Stage(grasp_point, GRIP_CLOSED, steps=10),
+        ]
+        return stages, grasp_point
+
     def expert(self, noise: float = 0.0) -> Policy:
         return _StagedExpert(self, self._stages(), noise, np.random.default_rng(self._seed))
 
@@ -277,16 +293,9 @@ class LiftEnv(RobosuiteEnv):
 
     def _stages(self) -> list[_Stage]:
         start = self._object_pos().copy()
-        hold = {}
-
-        def grasp_point():
-            hold.setdefault("pos", self._eef().copy())
-            return hold["pos"]
-
+        pick, grasp_point = self._grasp()
         return [
-            _Stage(lambda: self._object_pos() + [0, 0, 0.08], GRIP_OPEN, tol=0.015),
-            _Stage(lambda: self._object_pos() + [0, 0, 0.0], GRIP_OPEN, tol=0.008),
-            _Stage(grasp_point, GRIP_CLOSED, steps=10),
+            *pick,
             _Stage(lambda: np.r_[grasp_point()[:2], start[2] + 0.2], GRIP_CLOSED),
         ]
 
@@ -306,16 +315,9 @@ class CanEnv(RobosuiteEnv):
         goal = env.target_bin_placements[env.object_id].copy()
         goal[:2] += 0.35 * (env.bin2_pos[:2] - goal[:2])
         carry_z = env.bin2_pos[2] + 0.25
-        hold = {}
-
-        def grasp_point():
-            hold.setdefault("pos", self._eef().copy())
-            return hold["pos"]
-
+        pick, grasp_point = self._grasp()
         return [
-            _Stage(lambda: self._object_pos() + [0, 0, 0.08], GRIP_OPEN, tol=0.015),
-            _Stage(lambda: self._object_pos() + [0, 0, 0.0], GRIP_OPEN, tol=0.008),
-            _Stage(grasp_point, GRIP_CLOSED, steps=10),
+            *pick,
             _Stage(lambda: np.r_[grasp_point()[:2], carry_z], GRIP_CLOSED, tol=0.03),
             _Stage(lambda: np.r_[goal[:2], carry_z], GRIP_CLOSED, tol=0.02, timeout=120),
             _Stage(lambda: np.r_[goal[:2], env.bin2_pos[2] + 0.15], GRIP_CLOSED, tol=0.02),

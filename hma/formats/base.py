@@ -24,6 +24,13 @@ class EpisodeFormat(Protocol):
     def write(self, episodes: Iterable[Episode], url: str, registry: Registry) -> int: ...
 
 
+def episode_from_ref(ref: EpisodeRef, **arrays: Any) -> Episode:
+    """An Episode whose scalar fields come from a ref that carries them (dataset, episode_id,
+    split, hz, instruction, success, meta) and whose arrays are given (frames, actions, ...)."""
+    fields = ("dataset", "episode_id", "split", "hz", "instruction", "success", "meta")
+    return Episode(**{k: ref[k] for k in fields}, **arrays)
+
+
 def load_row(ref: EpisodeRef, registry: Registry) -> dict[str, Any]:
     """Load and validate the episode `ref` points to, as a Ray Data row with an `error` column.
 

@@ -37,7 +37,7 @@ from hma import storage
 from hma.episodes import Episode, Registry
 from hma.errors import FormatError
 from hma.formats import mp4
-from hma.formats.base import EpisodeRef
+from hma.formats.base import EpisodeRef, episode_from_ref
 
 CODEBASE_VERSION = "v3.0"
 INFO_PATH = "meta/info.json"
@@ -197,19 +197,7 @@ def load(ref: EpisodeRef) -> Episode:
             raise FormatError(f"{where}: {e}") from e
     else:
         frames = _decode_images(table.column(ref["camera_key"]).to_pylist(), data_url, where)
-    return Episode(
-        dataset=ref["dataset"],
-        episode_id=ref["episode_id"],
-        split=ref["split"],
-        frames=frames,
-        actions=actions,
-        state=state,
-        hz=ref["hz"],
-        instruction=ref["instruction"],
-        success=ref["success"],
-        extras=extras,
-        meta=ref["meta"],
-    )
+    return episode_from_ref(ref, frames=frames, actions=actions, state=state, extras=extras)
 
 
 def _read_json(url: str) -> dict[str, Any]:

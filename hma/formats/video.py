@@ -33,7 +33,7 @@ from hma import storage
 from hma.episodes import Episode, Registry, load_registry, validate_episode
 from hma.errors import FormatError
 from hma.formats import mp4
-from hma.formats.base import EpisodeRef
+from hma.formats.base import EpisodeRef, episode_from_ref
 
 MANIFEST = "manifest.jsonl"
 REQUIRED = ("episode_id", "video", "actions")
@@ -98,19 +98,7 @@ def load(ref: EpisodeRef) -> Episode:
             f"{where}: video {video_url} has {len(frames)} frames but actions file "
             f"{actions_url} has {len(actions)} rows (one action per frame expected)"
         )
-    return Episode(
-        dataset=ref["dataset"],
-        episode_id=ref["episode_id"],
-        split=ref["split"],
-        frames=frames,
-        actions=actions,
-        state=state,
-        hz=ref["hz"],
-        instruction=ref["instruction"],
-        success=ref["success"],
-        extras=extras,
-        meta=ref["meta"],
-    )
+    return episode_from_ref(ref, frames=frames, actions=actions, state=state, extras=extras)
 
 
 def write(
