@@ -20,23 +20,10 @@ import json
 import os
 import sys
 import time
-import types
+
+from robomimic_shims import stub_mujoco_py
 
 LOW_DIM = ["robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "object"]
-
-
-def stub_mujoco_py() -> None:
-    """robomimic's robosuite wrapper imports mujoco_py (no longer installable); it only needs
-    `mujoco_py.builder.MujocoException` from it."""
-    try:
-        import mujoco_py  # noqa: F401
-    except Exception:  # noqa: BLE001 - any failure means: use the stub
-        builder = types.ModuleType("mujoco_py.builder")
-        builder.MujocoException = type("MujocoException", (Exception,), {})
-        module = types.ModuleType("mujoco_py")
-        module.builder = builder
-        sys.modules["mujoco_py"] = module
-        sys.modules["mujoco_py.builder"] = builder
 
 
 def main() -> int:
