@@ -132,13 +132,13 @@ def _formats_list(args: argparse.Namespace) -> int:
 
 def _formats_convert(args: argparse.Namespace) -> int:
     from hma import storage
-    from hma.episodes import load_registry
+    from hma.episodes import extend_registry
     from hma.pipeline import cluster
     from hma.pipeline.convert import convert
 
     if storage.exists(args.dst):
         raise HmaError(f"{args.dst}: destination exists; choose a new path")
-    registry = load_registry(args.registry)
+    registry = extend_registry(args.registry)
     cluster.connect(args.address)
     summary = convert(args.src, args.dst, args.to, args.src_format, args.dataset, registry)
     print("\n".join(summary.lines()))
@@ -148,9 +148,9 @@ def _formats_convert(args: argparse.Namespace) -> int:
 
 
 def _datasets_list(args: argparse.Namespace) -> int:
-    from hma.episodes import load_registry
+    from hma.episodes import extend_registry
 
-    registry = load_registry(args.registry)
+    registry = extend_registry(args.registry)
     print(f"{'dataset':<22}{'embodiment':<20}{'A':>3}{'hz':>6}{'stride':>7}  camera  frame")
     for name, s in sorted(registry.datasets.items()):
         h, w = s.frame_size
@@ -162,11 +162,13 @@ def _datasets_list(args: argparse.Namespace) -> int:
 
 
 def _datasets_show(args: argparse.Namespace) -> int:
-    from hma.episodes import load_registry
+    from hma.episodes import extend_registry
     from hma.pipeline import cluster
     from hma.pipeline.describe import describe
 
-    registry = load_registry(args.registry)
+    if args.episodes < 1:
+        raise HmaError(f"--episodes must be >= 1, got {args.episodes}")
+    registry = extend_registry(args.registry)
     cluster.connect(args.address)
     summary = describe(
         args.uri, args.format, args.dataset, args.png, args.episodes, registry=registry

@@ -140,6 +140,15 @@ def load_registry(extra: list[str] | tuple[str, ...] = ()) -> Registry:
     return _load_registry(tuple(urls))
 
 
+def extend_registry(urls: list[str] | tuple[str, ...]) -> Registry:
+    """Add registry files for the rest of this process: they join $HMA_REGISTRY, so every later
+    `load_registry()` (format readers included) and Ray workers started afterwards see them."""
+    local = [u if "://" in u else os.path.abspath(u) for u in urls]
+    current = [u for u in os.environ.get(REGISTRY_ENV, "").split(",") if u]
+    os.environ[REGISTRY_ENV] = ",".join(current + [u for u in local if u not in current])
+    return load_registry()
+
+
 @cache
 def _load_registry(urls: tuple[str, ...]) -> Registry:
     builtin = resources.files("hma").joinpath("registry.yaml")

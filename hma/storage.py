@@ -37,6 +37,11 @@ def is_remote(url: str) -> bool:
     return "://" in url and not url.startswith("file://")
 
 
+def local_path(url: str) -> str:
+    """The filesystem path of a local URL (a plain path or file://), for libraries that need one."""
+    return url.removeprefix("file://")
+
+
 def join(url: str, *parts: str) -> str:
     """Join path parts onto a URL without mangling the scheme."""
     if is_remote(url):
@@ -76,9 +81,9 @@ def local_copy_for_writing(url: str, suffix: str = "") -> Iterator[str]:
     uploaded when the block ends without error.
     """
     if not is_remote(url):
-        parent = os.path.dirname(os.path.abspath(url))
-        os.makedirs(parent, exist_ok=True)
-        yield url
+        path = local_path(url)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        yield path
         return
     tmpdir = tempfile.mkdtemp(prefix="hma-upload-")
     try:

@@ -118,3 +118,44 @@ def test_datasets_list_shows_registry(capsys):
     assert cli.main(["datasets", "list"]) == 0
     out = capsys.readouterr().out
     assert "robosuite_lift" in out and "tabletop" in out
+
+
+def test_user_registry_dataset_converts_with_registry_flag(
+    ray_cluster, tmp_path, capsys, monkeypatch
+):
+    monkeypatch.setenv("HMA_REGISTRY", "")  # --registry extends it; restored after the test
+    reg = tmp_path / "mine.yaml"
+    reg.write_text(
+        "datasets:\n  my_arm:\n    embodiment: ur5\n    action_dim: 3\n    hz: 15\n"
+        "    camera: wrist\n    frame_size: [64, 64]\n    stride: 3\n"
+    )
+    registry = load_registry([str(reg)])
+    rng = np.random.default_rng(0)
+    from hma.demo import moving_block_frames
+    from hma.episodes import Episode
+
+    eps = [
+        Episode(
+            "my_arm",
+            f"arm-{i}",
+            moving_block_frames(6, 64, i),
+            rng.normal(size=(6, 3)).astype(np.float32),
+            hz=15.0,
+        )
+        for i in range(2)
+    ]
+    src = str(tmp_path / "arm.hdf5")
+    formats.write_episodes(eps, src, "robomimic", registry)
+    dst = str(tmp_path / "arm_lerobot")
+    assert (
+        cli.main(["formats", "convert", src, dst, "--to", "lerobot", "--registry", str(reg)]) == 0
+    )
+    assert "read 2 = written 2 + rejected 0" in capsys.readouterr().out
+    back = list(formats.iter_episodes(dst, "lerobot"))
+    assert [ep.hz for ep in back] == [15.0, 15.0]
+
+
+def test_missing_source_is_not_found(tmp_path, capsys):
+    missing = str(tmp_path / "nope")
+    assert cli.main(["datasets", "show", missing]) == 2
+    assert f"{missing}: not found" in capsys.readouterr().err

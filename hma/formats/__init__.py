@@ -36,6 +36,10 @@ def get_format(name: str) -> EpisodeFormat:
 
 def detect_format(url: str) -> str:
     """The name of the format stored at `url`, or a FormatError naming the URL."""
+    from hma import storage
+
+    if not storage.exists(url):
+        raise FormatError(f"{url}: not found")
     for name in FORMATS:
         if get_format(name).sniff(url):
             return name

@@ -116,7 +116,7 @@ def list_refs(url: str, dataset: str | None, camera: str | None = None) -> list[
     for table in _episode_tables(url):
         for row in table.to_pylist():
             index = int(row["episode_index"])
-            name = row.get("dataset") or default_dataset
+            name = dataset or row.get("dataset") or default_dataset
             if not name:
                 raise FormatError(
                     f"{url}: episode {index} has no dataset name; pass the registry dataset "

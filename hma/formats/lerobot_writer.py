@@ -51,7 +51,9 @@ class _Staging:
     def __init__(self, url: str):
         self.url = url
         self.remote = storage.is_remote(url)
-        self.root = tempfile.mkdtemp(prefix="hma-lerobot-") if self.remote else url
+        self.root = (
+            tempfile.mkdtemp(prefix="hma-lerobot-") if self.remote else storage.local_path(url)
+        )
         self.scratch = tempfile.mkdtemp(prefix="hma-lerobot-scratch-")
 
     def path(self, rel: str) -> str:

@@ -285,7 +285,7 @@ def _decode(url: str, with_decord: Any, with_pyav: Any) -> np.ndarray:
     import decord
 
     local = not storage.is_remote(url)
-    path = url.removeprefix("file://") if local else None
+    path = storage.local_path(url) if local else None
     try:
         if local and not os.path.exists(path):
             raise FormatError(f"{url}: video file not found")
@@ -355,7 +355,7 @@ def _open_pyav(source: Any) -> Any:
         if storage.is_remote(source):
             # fsspec files are seekable: PyAV reads the header and the byte ranges it decodes.
             return _OwnedContainer(storage.open_file(source).open())
-        return av.open(source.removeprefix("file://"))
+        return av.open(storage.local_path(source))
     return av.open(source)
 
 

@@ -334,9 +334,13 @@ def write(episodes: Iterable[Episode], url: str, registry: Registry) -> int:
     A remote `url` is written to a local temporary file and uploaded when complete; a failed
     local write leaves no partial file behind.
     """
+    if storage.exists(url):
+        raise FormatError(
+            f"{url}: already exists; robomimic files are written new, not overwritten"
+        )
     with storage.local_copy_for_writing(url, suffix=".hdf5") as local:
         try:
-            with h5py.File(local, "w") as f:
+            with h5py.File(local, "w-") as f:
                 count = _write_file(f, episodes, url, registry)
         except BaseException:
             if not storage.is_remote(url) and os.path.exists(local):

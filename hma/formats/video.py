@@ -151,7 +151,7 @@ def _manifest_url(url: str) -> str:
 def _root(manifest: str) -> str:
     if storage.is_remote(manifest):
         return posixpath.dirname(manifest)
-    return os.path.dirname(os.path.abspath(manifest.removeprefix("file://")))
+    return os.path.dirname(os.path.abspath(storage.local_path(manifest)))
 
 
 def _resolve(root: str, path: str) -> str:
@@ -177,7 +177,7 @@ def _ref(
     entry: dict[str, Any], root: str, manifest: str, lineno: int, dataset: str | None
 ) -> EpisodeRef:
     where = f"{manifest}:{lineno} (episode {entry['episode_id']!r})"
-    name = entry.get("dataset") or dataset
+    name = dataset or entry.get("dataset")
     if not name:
         raise FormatError(f"{where}: no dataset name; pass the registry dataset (dataset=...)")
     hz = entry.get("hz")

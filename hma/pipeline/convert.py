@@ -74,10 +74,13 @@ def convert(
             else:
                 yield Episode.from_row(row)
 
-    summary.written = formats.write_episodes(good_episodes(), dst, to, registry)
-    if summary.rejected:
-        summary.rejected_url = dst.rstrip("/") + ".rejected.jsonl"
-        with storage.open_file(summary.rejected_url, "w") as f:
-            for r in summary.rejected:
-                f.write(json.dumps(r.__dict__) + "\n")
+    try:
+        summary.written = formats.write_episodes(good_episodes(), dst, to, registry)
+    finally:
+        # even when the writer fails: the reasons collected so far are what the user needs
+        if summary.rejected:
+            summary.rejected_url = dst.rstrip("/") + ".rejected.jsonl"
+            with storage.open_file(summary.rejected_url, "w") as f:
+                for r in summary.rejected:
+                    f.write(json.dumps(r.__dict__) + "\n")
     return summary

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
-from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -16,6 +15,7 @@ from PIL import Image
 
 from hma import formats, storage
 from hma.episodes import Episode, Registry, load_registry
+from hma.formats.base import load_row
 from hma.pipeline.stats import ActionStats
 
 THUMB_PX = 64  # height of one thumbnail in the strip
@@ -124,11 +124,25 @@ def describe(
         mean, m2, lo, hi = np.asarray(row["stats"])
         stats = ActionStats(int(row["steps"]), mean, m2, lo, hi)
         part.actions = stats if part.actions is None else part.actions.merge(stats)
-    if strip_url:
-        episodes = islice(formats.iter_episodes(url, fmt, dataset), strip_episodes)
-        save_png(thumbnail_strip(list(episodes), strip_frames), strip_url)
+    episodes = first_good_episodes(url, fmt, dataset, registry, strip_episodes) if strip_url else []
+    if strip_url and episodes:
+        save_png(thumbnail_strip(episodes, strip_frames), strip_url)
         summary.strip_url = strip_url
     return summary
+
+
+def first_good_episodes(
+    url: str, fmt: str, dataset: str | None, registry: Registry, count: int
+) -> list[Episode]:
+    """The first `count` episodes that load and validate (rejected ones are already reported)."""
+    good: list[Episode] = []
+    for ref in formats.list_refs(url, fmt, dataset):
+        if len(good) == count:
+            break
+        row = load_row(ref, registry)
+        if not row["error"]:
+            good.append(Episode.from_row(row))
+    return good
 
 
 def thumbnail_strip(episodes: list[Episode], frames_per_episode: int) -> np.ndarray:
