@@ -38,6 +38,7 @@ from hma.formats.lerobot import (
     VIDEO_PATH,
     column_array,
 )
+from hma.stats import ActionStats
 
 QUANTILES = (0.01, 0.10, 0.50, 0.90, 0.99)  # LeRobot's DEFAULT_QUANTILES -> q01 ... q99
 IMAGE_STATS_FRAMES = 64
@@ -479,38 +480,35 @@ def _flatten_stats(stats: dict[str, dict]) -> dict[str, Any]:
 
 class _StatsAccumulator:
     """Dataset stats from per-episode stats, keeping no frames. Like LeRobot's aggregate_stats:
-    exact min/max, pooled mean/std, count-weighted mean of the episodes' quantiles."""
+    exact min/max, pooled mean/std (Chan's merge, `hma.stats`), count-weighted mean of the
+    episodes' quantiles."""
 
     def __init__(self):
-        self.totals: dict[str, dict[str, Any]] = {}
+        self.moments: dict[str, ActionStats] = {}
+        self.quantiles: dict[str, dict[str, np.ndarray]] = {}
 
     def add(self, episode: dict[str, dict]) -> None:
         for key, group in episode.items():
-            n = float(group["count"][0])
-            part = {
-                "min": group["min"],
-                "max": group["max"],
-                "n": n,
-                "sum": group["mean"] * n,
-                "sumsq": (group["std"] ** 2 + group["mean"] ** 2) * n,
-            } | {name: group[name] * n for name in group if name.startswith("q")}
-            total = self.totals.get(key)
-            if total is None:
-                self.totals[key] = part
-                continue
-            total["min"] = np.minimum(total["min"], part["min"])
-            total["max"] = np.maximum(total["max"], part["max"])
-            for name in part.keys() - {"min", "max"}:
-                total[name] = total[name] + part[name]
+            n = int(group["count"][0])
+            mean = np.asarray(group["mean"], np.float64)
+            part = ActionStats(
+                n,
+                mean,
+                np.asarray(group["std"], np.float64) ** 2 * n,
+                np.asarray(group["min"]),
+                np.asarray(group["max"]),
+            )
+            self.moments[key] = self.moments[key].merge(part) if key in self.moments else part
+            weighted = self.quantiles.setdefault(key, {})
+            for name in group:
+                if name.startswith("q"):
+                    weighted[name] = weighted.get(name, 0.0) + np.asarray(group[name]) * n
 
     def result(self) -> dict[str, dict[str, Any]]:
         out = {}
-        for key, t in self.totals.items():
-            n = t["n"]
-            mean = t["sum"] / n
-            std = np.sqrt(np.maximum(t["sumsq"] / n - mean**2, 0.0))
-            group = {"min": t["min"], "max": t["max"], "mean": mean, "std": std}
-            group |= {name: t[name] / n for name in t if name.startswith("q")}
-            group["count"] = np.array([int(n)])
+        for key, m in self.moments.items():
+            group = {"min": m.min, "max": m.max, "mean": m.mean, "std": m.std}
+            group |= {name: v / m.count for name, v in self.quantiles[key].items()}
+            group["count"] = np.array([m.count])
             out[key] = {name: np.asarray(v).tolist() for name, v in group.items()}
         return out

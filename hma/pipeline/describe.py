@@ -16,7 +16,7 @@ from PIL import Image
 from hma import formats, storage
 from hma.episodes import Episode, Registry, load_registry
 from hma.formats.base import load_row
-from hma.pipeline.stats import ActionStats
+from hma.stats import ActionStats
 
 THUMB_PX = 64  # height of one thumbnail in the strip
 
