@@ -115,47 +115,53 @@ def list_refs(url: str, dataset: str | None, camera: str | None = None) -> list[
     camera_keys: dict[str, str] = {}  # per dataset name
     for table in _episode_tables(url):
         for row in table.to_pylist():
-            index = int(row["episode_index"])
-            name = dataset or row.get("dataset") or default_dataset
-            if not name:
+            try:
+                index = int(row["episode_index"])
+                name = dataset or row.get("dataset") or default_dataset
+                if not name:
+                    raise FormatError(
+                        f"{url}: episode {index} has no dataset name; pass the registry dataset "
+                        "name (dataset=...) for datasets not written by hma"
+                    )
+                if name not in camera_keys:
+                    camera_keys[name] = _camera_key(features, camera, name, url)
+                camera_key = camera_keys[name]
+                tasks = row.get("tasks") or []
+                ref: EpisodeRef = {
+                    "format": "lerobot",
+                    "url": url,
+                    "index": index,
+                    "episode_id": row.get("episode_id") or f"{url}#{index}",
+                    "dataset": name,
+                    "split": row.get("split") or splits.get(index, "train"),
+                    "hz": float(row.get("hz") or info["fps"]),
+                    "fps": float(info["fps"]),
+                    "success": row.get("success"),
+                    "instruction": tasks[0] if tasks else "",
+                    "meta": json.loads(row.get("episode_meta") or "{}"),
+                    "length": int(row["length"]),
+                    "data_file": info["data_path"].format(
+                        chunk_index=row["data/chunk_index"], file_index=row["data/file_index"]
+                    ),
+                    "has_state": STATE in features,
+                    "extras": extras,
+                    "camera_key": camera_key,
+                    "camera_dtype": features[camera_key]["dtype"],
+                    "frame_shape": list(features[camera_key]["shape"]),
+                }
+                if ref["camera_dtype"] == "video":
+                    ref["video_file"] = info["video_path"].format(
+                        video_key=camera_key,
+                        chunk_index=row[f"videos/{camera_key}/chunk_index"],
+                        file_index=row[f"videos/{camera_key}/file_index"],
+                    )
+                    ref["from_timestamp"] = float(row[f"videos/{camera_key}/from_timestamp"])
+                refs.append(ref)
+            except KeyError as e:
                 raise FormatError(
-                    f"{url}: episode {index} has no dataset name; pass the registry dataset "
-                    "name (dataset=...) for datasets not written by hma"
-                )
-            if name not in camera_keys:
-                camera_keys[name] = _camera_key(features, camera, name, url)
-            camera_key = camera_keys[name]
-            tasks = row.get("tasks") or []
-            ref: EpisodeRef = {
-                "format": "lerobot",
-                "url": url,
-                "index": index,
-                "episode_id": row.get("episode_id") or f"{url}#{index}",
-                "dataset": name,
-                "split": row.get("split") or splits.get(index, "train"),
-                "hz": float(row.get("hz") or info["fps"]),
-                "fps": float(info["fps"]),
-                "success": row.get("success"),
-                "instruction": tasks[0] if tasks else "",
-                "meta": json.loads(row.get("episode_meta") or "{}"),
-                "length": int(row["length"]),
-                "data_file": info["data_path"].format(
-                    chunk_index=row["data/chunk_index"], file_index=row["data/file_index"]
-                ),
-                "has_state": STATE in features,
-                "extras": extras,
-                "camera_key": camera_key,
-                "camera_dtype": features[camera_key]["dtype"],
-                "frame_shape": list(features[camera_key]["shape"]),
-            }
-            if ref["camera_dtype"] == "video":
-                ref["video_file"] = info["video_path"].format(
-                    video_key=camera_key,
-                    chunk_index=row[f"videos/{camera_key}/chunk_index"],
-                    file_index=row[f"videos/{camera_key}/file_index"],
-                )
-                ref["from_timestamp"] = float(row[f"videos/{camera_key}/from_timestamp"])
-            refs.append(ref)
+                    f"{storage.join(url, 'meta')}: episode {row.get('episode_index')}: "
+                    f"missing column or key {e} in info.json or the episodes parquet"
+                ) from None
     return sorted(refs, key=lambda r: r["index"])
 
 

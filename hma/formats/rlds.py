@@ -29,6 +29,7 @@ import json
 import math
 import re
 from collections.abc import Iterable
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -119,7 +120,7 @@ def list_refs(url: str, dataset: str | None) -> list[EpisodeRef]:
     root = _resolve(url)
     info_url = storage.join(root, INFO_FILE)
     info = _read_json(info_url)
-    parse_features(_read_json(storage.join(root, FEATURES_FILE)), root)
+    _fields(root)  # a damaged features.json fails here, on the driver, naming the file
     if info.get("fileFormat", "tfrecord") != "tfrecord":
         raise FormatError(f"{info_url}: fileFormat {info['fileFormat']!r} is not supported")
     name = info.get("name")
@@ -165,10 +166,17 @@ def list_refs(url: str, dataset: str | None) -> list[EpisodeRef]:
     return refs
 
 
+@lru_cache(maxsize=16)
+def _fields(root: str) -> dict[str, Field]:
+    """The parsed features.json of a dataset, once per process (not once per episode: on S3
+    that is a GET each). A written dataset directory does not change."""
+    return parse_features(_read_json(storage.join(root, FEATURES_FILE)), root)
+
+
 def load(ref: EpisodeRef) -> Episode:
     """Read and decode the one record `ref` points to."""
     shard, index = ref["file"], ref["index"]
-    fields = parse_features(_read_json(storage.join(ref["url"], FEATURES_FILE)), ref["url"])
+    fields = _fields(ref["url"])
     fs, path = storage.filesystem(shard)
     size = tfrecord.HEADER_SIZE + int(ref["length"]) + tfrecord.FOOTER_SIZE
     try:

@@ -274,3 +274,13 @@ def test_reads_a_dataset_written_by_lerobot_itself():
         assert np.array_equal(episode.actions, actions) and np.array_equal(episode.state, state)
         blue = episode.frames[..., 2].mean(axis=(1, 2))
         assert np.abs(blue - (10 + 20 * np.arange(steps))).max() < 10, blue  # 20 = one frame off
+
+
+def test_missing_episode_column_names_the_episode(tmp_path, make_episode):
+    url = str(tmp_path / "ds")
+    lerobot.write([make_episode(seed=s) for s in range(2)], url, load_registry())
+    (meta,) = Path(url, "meta/episodes").glob("*/*.parquet")
+    table = pq.read_table(meta)
+    pq.write_table(table.drop_columns(["length"]), meta)
+    with pytest.raises(FormatError, match=r"episode 0: missing column or key 'length'"):
+        lerobot.list_refs(url, None)
