@@ -19,6 +19,7 @@ import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -280,6 +281,14 @@ def read_frames_at(
     return _crop(_decode(url, with_decord, with_pyav), size, url)
 
 
+@lru_cache(maxsize=2)
+def _remote_bytes(url: str, nbytes: int) -> bytes:
+    """A small remote video, fetched whole once per process: a packed LeRobot mp4 holds many
+    episodes, each loaded by its own call. Keyed by size too, so a replaced object is refetched."""
+    with storage.open_file(url) as f:
+        return f.read()
+
+
 def _decode(url: str, with_decord: Any, with_pyav: Any) -> np.ndarray:
     """Run `with_decord` on a decord reader, else `with_pyav` on a PyAV source; errors name `url`."""
     import decord
@@ -298,8 +307,7 @@ def _decode(url: str, with_decord: Any, with_pyav: Any) -> np.ndarray:
             if nbytes > REMOTE_WHOLE_FILE_MAX_BYTES:  # range reads through fsspec, PyAV only
                 with storage.open_file(url) as f:
                     return with_pyav(f)
-            with storage.open_file(url) as f:
-                data = f.read()
+            data = _remote_bytes(url, nbytes)
         try:
             reader = decord.VideoReader(path if local else io.BytesIO(data), ctx=decord.cpu(0))
         except Exception:  # noqa: BLE001 - decord can't open AV1 etc.: PyAV decides
