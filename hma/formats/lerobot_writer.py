@@ -8,6 +8,7 @@ soon as it is complete, so local disk holds about one file per stream.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -406,10 +407,14 @@ class LeRobotWriter:
         self.staging.commit(rel)
 
     def cleanup(self) -> None:
-        for writer in (self.data_writer, self.meta_writer, self.concat):
-            if writer is not None:
-                writer.close()
-        self.staging.cleanup()
+        """After a failure: release every writer and the temp dirs; the first error stands."""
+        try:
+            for writer in (self.data_writer, self.meta_writer, self.concat):
+                if writer is not None:
+                    with contextlib.suppress(Exception):  # a failed mux may fail to close too
+                        writer.close()
+        finally:
+            self.staging.cleanup()
 
 
 def _fixed_list(arr: np.ndarray) -> pa.Array:
