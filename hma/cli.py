@@ -86,7 +86,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="default: robomimic for robosuite, rlds for tabletop, lerobot otherwise",
     )
     gen.add_argument("--size", type=int, default=64, help="frame height and width in pixels")
-    gen.add_argument("--noise", type=float, default=0.0, help="expert action noise (x range)")
+    gen.add_argument(
+        "--noise",
+        type=float,
+        default=0.0,
+        help="expert action noise: std as a share of half the action range",
+    )
     gen.add_argument("--seed", type=int, default=0, help="episode i uses seed + i")
     gen.add_argument("--workers", type=int, default=1, help="> 1: fan out over Ray actors")
     gen.add_argument(

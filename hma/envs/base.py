@@ -34,6 +34,13 @@ class ActionSpace:
     def clip(self, action: np.ndarray) -> np.ndarray:
         return np.clip(action, self.low, self.high).astype(np.float32)
 
+    def perturb(self, action: np.ndarray, noise: float, rng: np.random.Generator) -> np.ndarray:
+        """`action` plus Gaussian noise of std `noise` x half the range per dimension, clipped:
+        the one meaning of an expert's `noise` across envs."""
+        if noise > 0:
+            action = action + rng.normal(0.0, noise * (self.high - self.low) / 2)
+        return self.clip(action)
+
 
 class Env(ABC):
     """A simulator with a scripted expert. Subclasses set the class attributes and implement the
@@ -58,8 +65,8 @@ class Env(ABC):
 
     @abstractmethod
     def expert(self, noise: float = 0.0) -> Policy:
-        """A scripted policy for the episode just reset; `noise` scales Gaussian action noise
-        relative to the action range."""
+        """A scripted policy for the episode just reset; `noise` is Gaussian action noise as
+        `ActionSpace.perturb` defines it (std = noise x half the action range)."""
 
     def instruction(self) -> str:
         """The episode's language instruction, where the task has one."""

@@ -124,13 +124,10 @@ class MetaWorldEnv(Env):
     def expert(self, noise: float = 0.0) -> Policy:
         policy = self._policy_cls()
         rng = np.random.default_rng(self._seed)
-        span = self.action_space.high - self.action_space.low
 
         def act(obs: Obs) -> np.ndarray:
             action = np.asarray(policy.get_action(self._raw), np.float32)
-            if noise > 0:
-                action = action + rng.normal(0.0, noise * span / 2).astype(np.float32)
-            return self.action_space.clip(action)
+            return self.action_space.perturb(action, noise, rng)
 
         return act
 

@@ -279,9 +279,7 @@ class PushTExpert:
         return agent + velocity * self.lead
 
     def _finish(self, action: np.ndarray) -> np.ndarray:
-        if self._noise > 0:
-            action = action + self._rng.normal(0.0, self._noise * 512.0, size=2)
-        return np.clip(action, 0.0, 512.0).astype(np.float32)
+        return PushTEnv.action_space.perturb(action, self._noise, self._rng)
 
     def _route(self, start, goal, pos, angle) -> np.ndarray | None:
         """Next waypoint on the shortest path from `start` to `goal` around the T inflated by

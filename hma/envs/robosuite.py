@@ -255,10 +255,7 @@ class _StagedExpert:
         action[:3] = self.gain * error / POS_SCALE
         action[3:6] = _rotation_error(env._home_quat, env._raw["robot0_eef_quat"]) / ROT_SCALE
         action[6] = stage.grip
-        if self.noise > 0:
-            span = env.action_space.high - env.action_space.low
-            action += self.rng.normal(0.0, self.noise * span / 2).astype(np.float32)
-        return env.action_space.clip(action)
+        return env.action_space.perturb(action, self.noise, self.rng)
 
     def _stage_over(self, stage: _Stage, error: np.ndarray) -> bool:
         if stage.tol is None:

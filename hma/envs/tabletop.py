@@ -406,9 +406,7 @@ class TabletopExpert:
         norm = float(np.linalg.norm(action))
         if norm > self.walk_step:
             action *= self.walk_step / norm
-        if self._noise > 0:
-            action = action + self._rng.normal(0.0, self._noise * 0.2, size=2)
-        return np.clip(action, -0.1, 0.1).astype(np.float32)
+        return TabletopEnv.action_space.perturb(action, self._noise, self._rng)
 
     def _walk_round(self, effector: np.ndarray, block: np.ndarray, start: np.ndarray) -> np.ndarray:
         """Next point on the way to `start` that keeps the effector off the block."""
