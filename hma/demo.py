@@ -5,7 +5,10 @@ Today that path is: simulated robots -> their native dataset formats -> every ot
      format (tabletop -> Language Table RLDS, pusht / metaworld -> LeRobot v3, robosuite -> robomimic).
   2. Each dataset is converted on Ray through every other format and back to where it started,
      each hop checked against the recorded episodes (actions exact, frames within codec tolerance).
-  3. An HTML report: expert success rates, counts, conversion times, round-trip errors, thumbnails.
+  3. A `small` FSQ image tokenizer trains on Ray Train for a few minutes on every recorded dataset
+     and is scored on their held-out episodes (PSNR / SSIM, reconstruction grids).
+  4. An HTML report: expert success rates, counts, conversion times, round-trip errors, thumbnails,
+     tokenizer scores and grids.
 
 `procedural_episodes` (a block drifting over a gradient, no physics) stays for format tests and
 benchmarks that need arbitrary action dimensions and sizes without running a simulator.
@@ -19,19 +22,28 @@ import os
 import shutil
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from hma import formats
-from hma.envs.record import RecordJob, RecordSummary, default_format, record
+from hma.envs.record import VAL_EVERY, RecordJob, RecordSummary, default_format, record
 from hma.episodes import Episode, load_registry
 from hma.formats import FORMATS
 from hma.pipeline import cluster
 from hma.pipeline.convert import convert
 from hma.pipeline.describe import SourceSummary, describe
 
+if TYPE_CHECKING:
+    from hma.tokenize.evaluate import EvalSummary
+
 # (simulator, episodes) recorded by the demo; each lands in its default format first
-DEMO_SIMS = (("tabletop", 8), ("pusht", 4), ("metaworld_reach", 6), ("robosuite_lift", 6))
+# VAL_EVERY episodes each, so every dataset has one held-out episode to score the tokenizer on
+DEMO_SIMS = tuple(
+    (env, VAL_EVERY) for env in ("tabletop", "pusht", "metaworld_reach", "robosuite_lift")
+)
+REPORT = "report.html"
+TOKENIZER_FRAME = (64, 64)
 SUFFIX = {"robomimic": ".hdf5", "rlds": "", "lerobot": "", "video": ""}
 
 
@@ -104,19 +116,46 @@ def conversion_chain(start: str) -> list[str]:
     return [f for f in FORMATS if f != start] + [start]
 
 
-def run(out: str, size: int, workers: int) -> str:
-    shutil.rmtree(out, ignore_errors=True)
-    os.makedirs(out)
+def train_tokenizer(out: str, sources: list[str], minutes: float) -> EvalSummary:
+    """Train the `small` FSQ tokenizer on every source's train split, score it on their val split."""
+    from hma.tokenize.data import DataConfig, FrameSource
+    from hma.tokenize.evaluate import evaluate
+    from hma.tokenize.train import TrainConfig, train
+
+    data = DataConfig(sources=[FrameSource(url=u) for u in sources], frame_size=TOKENIZER_FRAME)
+    config = TrainConfig(
+        name="demo-fsq-small",
+        storage_path=os.path.join(out, "tokenizer-runs"),
+        tokenizer={"arch": "fsq", "preset": "small"},
+        data=data,
+        max_steps=100_000,  # the time budget ends the run
+        max_minutes=minutes,
+        log_every=50,
+        val_frames=0,
+        torch_threads=2,
+    )
+    result = train(config)
+    return evaluate(result.checkpoint, data, out=os.path.join(out, "tokenizer-eval"))
+
+
+def run(out: str, size: int, workers: int, tokenizer_minutes: float) -> str:
+    if os.path.isdir(out) and os.listdir(out):
+        if not os.path.exists(os.path.join(out, REPORT)):
+            raise SystemExit(f"{out}: exists and is not an earlier demo's output; choose --out")
+        shutil.rmtree(out)  # an earlier demo run: start clean
+    os.makedirs(out, exist_ok=True)
     registry = load_registry()
     cluster.connect()
     hops: list[Hop] = []
     recorded: list[RecordSummary] = []
+    sources: list[str] = []
     for env, episodes in DEMO_SIMS:
         fmt = default_format(env)
         url = os.path.join(out, f"{env}-0-{fmt}{SUFFIX[fmt]}")
         summary = record(RecordJob(env, episodes, url, fmt, size=size, workers=workers))
         recorded.append(summary)
         print("\n".join(summary.lines()))
+        sources.append(url)
         by_id = {ep.episode_id: ep for ep in formats.iter_episodes(url, fmt)}
         for i, dst_fmt in enumerate(conversion_chain(fmt), start=1):
             dst = os.path.join(out, f"{env}-{i}-{dst_fmt}{SUFFIX[dst_fmt]}")
@@ -131,13 +170,34 @@ def run(out: str, size: int, workers: int) -> str:
             hops.append(Hop(dst_fmt, dst, seconds, shown, act, pix))
             print(f"  -> {dst_fmt:<9} {seconds:5.1f}s  max|da| {act:.2e}  mean|dframe| {pix:.2f}")
             url = dst
-    report = os.path.join(out, "report.html")
+    scores = train_tokenizer(out, sources, tokenizer_minutes) if tokenizer_minutes else None
+    if scores:
+        print("\n".join(scores.lines()))
+    report = os.path.join(out, REPORT)
     with open(report, "w") as f:
-        f.write(render(recorded, hops))
+        f.write(render(recorded, hops, scores, out))
     return report
 
 
-def render(recorded: list[RecordSummary], hops: list[Hop]) -> str:
+def render_scores(scores: EvalSummary | None, out: str) -> str:
+    if scores is None:
+        return ""
+    rows = "".join(
+        f"<tr><td>{html.escape(s.dataset)}</td><td>{s.frames}</td><td>{s.psnr:.2f}</td><td>{s.ssim:.3f}</td>"
+        f"<td><img src='{os.path.relpath(s.grid, out) if s.grid else ''}'></td></tr>"
+        for s in scores.datasets.values()
+    )
+    return (
+        "<h2>Image tokenizer (FSQ, small)</h2><p>Trained on Ray Train for the demo's short budget "
+        f"on every dataset above at {TOKENIZER_FRAME[0]} px; scored on held-out episodes. "
+        "Each grid: originals over reconstructions.</p><table><tr><th>dataset</th><th>frames</th>"
+        "<th>PSNR dB</th><th>SSIM</th><th>grid</th></tr>" + rows + "</table>"
+    )
+
+
+def render(
+    recorded: list[RecordSummary], hops: list[Hop], scores: EvalSummary | None, out: str
+) -> str:
     sims = "".join(
         f"<tr><td>{r.job.env}</td><td>{r.job.fmt}</td><td>{r.attempted}</td>"
         f"<td>{r.successes / max(r.attempted, 1):.0%}</td></tr>"
@@ -165,7 +225,7 @@ def render(recorded: list[RecordSummary], hops: list[Hop]) -> str:
         "must match exactly; frames within codec tolerance (mp4 hops are lossy).</p>"
         "<table><tr><th>dataset</th><th>format</th><th>episodes</th><th>frames</th>"
         "<th>convert s</th><th>max |&Delta;action|</th><th>mean |&Delta;pixel|</th>"
-        "<th>thumbnails</th></tr>" + "".join(rows) + "</table>"
+        "<th>thumbnails</th></tr>" + "".join(rows) + "</table>" + render_scores(scores, out)
     )
 
 
@@ -174,9 +234,12 @@ def main() -> None:
     parser.add_argument("--out", default="demo-out")
     parser.add_argument("--size", type=int, default=96, help="frame height and width")
     parser.add_argument("--workers", type=int, default=2, help="simulator actors on Ray")
+    parser.add_argument(
+        "--tokenizer-minutes", type=float, default=3.0, help="tokenizer training budget (0: skip)"
+    )
     args = parser.parse_args()
     start = time.perf_counter()
-    report = run(args.out, args.size, args.workers)
+    report = run(args.out, args.size, args.workers, args.tokenizer_minutes)
     print(f"demo finished in {time.perf_counter() - start:.0f}s; open {os.path.abspath(report)}")
 
 
