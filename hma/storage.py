@@ -73,6 +73,14 @@ def open_file(url: str, mode: str = "rb"):
     return fsspec.open(url, mode, **storage_options(url))
 
 
+def write_png(image: Any, url: str) -> None:
+    """Save a uint8 [H, W, 3] array as a PNG at `url` (local or remote)."""
+    from PIL import Image
+
+    with open_file(url, "wb") as f:
+        Image.fromarray(image).save(f, format="PNG")
+
+
 @contextmanager
 def local_copy_for_writing(url: str, suffix: str = "") -> Iterator[str]:
     """A local path to write a file that libraries can only write locally (HDF5), uploaded on exit.

@@ -126,7 +126,7 @@ def describe(
         part.actions = stats if part.actions is None else part.actions.merge(stats)
     episodes = first_good_episodes(url, fmt, dataset, registry, strip_episodes) if strip_url else []
     if strip_url and episodes:
-        save_png(thumbnail_strip(episodes, strip_frames), strip_url)
+        storage.write_png(thumbnail_strip(episodes, strip_frames), strip_url)
         summary.strip_url = strip_url
     return summary
 
@@ -161,8 +161,3 @@ def _thumb(frame: np.ndarray) -> np.ndarray:
     h, w, _ = frame.shape
     size = (max(1, round(w * THUMB_PX / h)), THUMB_PX)
     return np.asarray(Image.fromarray(frame).resize(size, Image.BILINEAR))
-
-
-def save_png(image: np.ndarray, url: str) -> None:
-    with storage.open_file(url, "wb") as f:
-        Image.fromarray(image).save(f, format="PNG")

@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from hma import storage
 from hma.tokenize.base import Tokenizer
@@ -146,11 +145,6 @@ def _grid_image(originals: np.ndarray, recon: np.ndarray) -> np.ndarray:
     return canvas
 
 
-def _write_png(image: np.ndarray, url: str) -> None:
-    with storage.open_file(url, "wb") as f:
-        Image.fromarray(image).save(f, format="PNG")
-
-
 def _write_grids(
     tokenizer: Tokenizer, frames, summary: EvalSummary, out: str, grid_frames: int
 ) -> None:
@@ -158,7 +152,7 @@ def _write_grids(
     for name, originals in _grid_samples(frames, grid_frames).items():
         image = _grid_image(originals, tokenizer.reconstruct(originals).cpu().numpy())
         url = storage.join(out, f"grid_{name}.png")
-        _write_png(image, url)
+        storage.write_png(image, url)
         if name in summary.datasets:
             summary.datasets[name].grid = url
         grids.append(image)
@@ -169,4 +163,4 @@ def _write_grids(
             for g in grids
         ]
         summary.grid = storage.join(out, "grid.png")
-        _write_png(np.concatenate(padded), summary.grid)
+        storage.write_png(np.concatenate(padded), summary.grid)
