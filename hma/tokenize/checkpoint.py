@@ -99,16 +99,21 @@ def resolve(url: str) -> str:
     raise CheckpointError(f"{url}: not a tokenizer checkpoint (no {CONFIG_FILE} in it or below)")
 
 
+def _read_json(path: str, missing: str) -> Any:
+    """A checkpoint's JSON file; a missing or damaged one is a CheckpointError naming it."""
+    try:
+        with storage.open_file(path, "r") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise CheckpointError(f"{path}: {missing}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
+
+
 def read_record(url: str) -> dict[str, Any]:
     """The parsed and checked config.json of the checkpoint at `url`."""
     path = storage.join(url, CONFIG_FILE)
-    try:
-        with storage.open_file(path, "r") as f:
-            record = json.load(f)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: missing; not a tokenizer checkpoint") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
+    record = _read_json(path, "missing; not a tokenizer checkpoint")
     if not isinstance(record, dict) or record.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not an {FORMAT} config (format key missing or different)")
     if record.get("version") != VERSION:
@@ -199,13 +204,7 @@ def save_state(url: str, state: dict[str, Any]) -> None:
 def load_state(url: str) -> dict[str, Any]:
     """The state `save_state` wrote, with tensors back in place."""
     path = storage.join(url, STATE_JSON)
-    try:
-        with storage.open_file(path, "r") as f:
-            plain = json.load(f)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: missing (checkpoint has no trainer state)") from None
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
+    plain = _read_json(path, "missing (checkpoint has no trainer state)")
     tensors = _read_tensors(storage.join(url, STATE_TENSORS))
     return _join_tensors(plain, tensors)
 
