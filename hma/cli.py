@@ -123,6 +123,18 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--device", default="cpu", help="torch device of the tokenizer (cpu, cuda)")
     ev.add_argument("--json", action="store_true", help="print the scores as JSON")
     _add_address(ev)
+
+    store = sub.add_parser("store", help="token stores: inspect").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    ins = store.add_parser(
+        "inspect", help="datasets, counts, action stats, tokenizer fingerprint, quarantine"
+    )
+    ins.add_argument("url", help="token store URL (local path or s3://)")
+    ins.add_argument("--json", action="store_true", help="print everything as JSON")
+    ins.add_argument("--decode", type=int, metavar="N", help="decode N stored episodes to a PNG")
+    ins.add_argument("--out", help="PNG path for --decode (default: <store>.png)")
+    ins.add_argument("--tokenizer", help="tokenizer checkpoint (default: the one the store names)")
     return parser
 
 
@@ -255,6 +267,20 @@ def _tokenizer_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _store_inspect(args: argparse.Namespace) -> int:
+    from hma.pipeline.store import decode_strip, inspect_store
+    from hma.pipeline.store_summary import inspect_lines
+    from hma.tokenize.checkpoint import load_tokenizer
+
+    info = inspect_store(args.url)
+    print(json.dumps(info, indent=2) if args.json else "\n".join(inspect_lines(info)))
+    if args.decode:
+        tokenizer = load_tokenizer(args.tokenizer or info["tokenizer"]["url"])
+        out = args.out or args.url.rstrip("/") + ".png"
+        print(f"decoded strip: {decode_strip(args.url, args.decode, tokenizer, out)}")
+    return 0
+
+
 COMMANDS: dict[tuple[str, str], Callable[[argparse.Namespace], int]] = {
     ("formats", "list"): _formats_list,
     ("formats", "convert"): _formats_convert,
@@ -263,6 +289,7 @@ COMMANDS: dict[tuple[str, str], Callable[[argparse.Namespace], int]] = {
     ("sim", "generate"): _sim_generate,
     ("tokenizer", "train"): _tokenizer_train,
     ("tokenizer", "eval"): _tokenizer_eval,
+    ("store", "inspect"): _store_inspect,
 }
 
 
