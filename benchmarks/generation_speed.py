@@ -1,0 +1,239 @@
+"""Generation speed: HMA (MaskGIT and MAR-diffusion heads) against a same-size DiT video diffusion.
+
+    python benchmarks/generation_speed.py                    # `small` sizes, a few minutes on 2 cores
+    python benchmarks/generation_speed.py --preset tiny      # smoke run, seconds
+    python benchmarks/generation_speed.py --preset base --device cuda
+    python benchmarks/generation_speed.py --threads 1        # on a shared, busy CPU machine
+
+The paper's Table 1 (RTX 4080): HMA-Base MaskGIT 22.7 FPS, IRASim-XL 0.28 FPS (0.58 amortised
+over its 15-frame clip), i.e. masked autoregression is >= 15x faster at equal size because it
+never runs the whole transformer once per denoising step. Here all three models share a token
+problem: 64 px frames through an untrained /8 tokenizer (FSQ codes for MaskGIT, KL latents for
+the diffusion models), an 8x8 grid. Each generates a 16-frame video (1 prompt frame + 15 new;
+exactly one DiT clip) and frames/s counts the 15 new frames, decoded to pixels (decode timed).
+Every FPS is printed beside its step counts, each method at its published default: HMA 2 MaskGIT
+passes per frame (+1 pass committing the frame to the KV cache), the MAR head 100 diffusion steps
+per pass, the DiT 50 denoising steps of the whole transformer over the whole clip (IRASim's PNDM
+step count; DDIM-style deterministic steps here). Weights are untrained: speed does not depend
+on them. The script prints figures and ratios; it asserts nothing about speed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from hma.model import HMA, model_config
+from hma.model.baselines import DiT, DiTConfig, matching_config
+from hma.model.heads.diffusion import DiffusionHead, DiffusionHeadConfig
+from hma.tokenize.base import Tokenizer
+from hma.tokenize.checkpoint import build_tokenizer
+from hma.tokenize.presets import fsq, kl
+
+FRAME_PX = 64
+PROMPT_FRAMES = 1
+CLIP_FRAMES = 16  # IRASim's clip: 1 given + 15 predicted
+LONG_HORIZON = 160  # 10x the training window, as in the paper's long rollouts
+DATASET = "bench"
+ACTION_WIDTH = 7  # one 7-DoF arm chunk (stride 1)
+TOLERANCE = 0.10  # the models' parameter counts agree within this fraction
+HEAD_WIDTH_STEP = 16
+
+
+@dataclass(frozen=True)
+class Preset:
+    d_model: int
+    layers: int
+    heads: int
+    head_depth: int = 3  # MAR diffusion head depth (MAR's base); its width matches the size
+
+
+PRESETS = {
+    "tiny": Preset(d_model=64, layers=4, heads=4),
+    "small": Preset(d_model=128, layers=8, heads=4),
+    "base": Preset(d_model=256, layers=32, heads=8),  # the paper's HMA-Base trunk
+}
+
+
+def count(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def head_width(maskgit: HMA, soft: Tokenizer, head: dict) -> int:
+    """The MAR head width (a multiple of 16) that brings HMA-MAR closest to HMA-MaskGIT's size:
+    the MaskGIT model spends K x D on its code embedding and K x D on its output layer, which
+    the soft model spends on its diffusion head instead."""
+    d, c = maskgit.config.d_model, soft.latent_channels
+    without_head = count(maskgit) - count(maskgit.video_head) - count(maskgit.token_embed)
+    target = count(maskgit) - without_head - (c * d + d)  # what is left for the head
+    best, width = None, HEAD_WIDTH_STEP
+    while True:
+        size = count(DiffusionHead(DiffusionHeadConfig(width=width, **head), d, c))
+        if best is None or abs(size - target) < best[0]:
+            best = (abs(size - target), width)
+        if size > target:
+            return best[1]
+        width += HEAD_WIDTH_STEP
+
+
+def build(preset: Preset, vq: Tokenizer, soft: Tokenizer, args) -> dict[str, torch.nn.Module]:
+    grid = vq.token_grid(FRAME_PX, FRAME_PX)
+    trunk = {
+        "d_model": preset.d_model,
+        "layers": preset.layers,
+        "heads": preset.heads,
+        "grid": grid,
+        "window": CLIP_FRAMES,
+        "datasets": {DATASET: ACTION_WIDTH},
+    }
+    maskgit = HMA(model_config("base", **trunk, vocab_size=vq.vocab_size))
+    diffusion_config = {"depth": preset.head_depth, "sample_steps": args.diffusion_steps}
+    diffusion = HMA(
+        model_config(
+            "base",
+            **trunk,
+            token_kind="soft",
+            head="diffusion",
+            latent_channels=soft.latent_channels,
+            diffusion={**diffusion_config, "width": head_width(maskgit, soft, diffusion_config)},
+        )
+    )
+    base = DiTConfig(
+        latent_channels=soft.latent_channels,
+        grid=grid,
+        clip_frames=CLIP_FRAMES,
+        action_width=ACTION_WIDTH,
+        d_model=preset.d_model,
+        layers=preset.layers,
+        heads=preset.heads,
+        sample_steps=args.dit_steps,
+    )
+    dit = DiT(matching_config(count(maskgit), base, TOLERANCE))
+    models = {"HMA-MaskGIT": maskgit, "HMA-MAR": diffusion, "DiT (IRASim-like)": dit}
+    return {name: m.to(args.device).eval() for name, m in models.items()}
+
+
+@dataclass(frozen=True)
+class Timing:
+    wall: float  # seconds of wall clock
+    cpu: float  # seconds of this process's CPU time: unaffected by other load on a shared machine
+
+    def rate(self, frames: int) -> tuple[float, float]:
+        return frames / self.wall, frames / self.cpu
+
+
+def timed(fn: Callable[[], object], device: torch.device) -> Timing:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return Timing(time.perf_counter() - wall, time.process_time() - cpu)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="small")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--maskgit-steps", type=int, default=2, help="passes per frame")
+    parser.add_argument("--diffusion-steps", type=int, default=100, help="MAR head DDIM steps")
+    parser.add_argument("--dit-steps", type=int, default=50, help="DiT denoising steps")
+    parser.add_argument("--long", type=int, default=LONG_HORIZON, help="long-horizon frames")
+    parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    torch.manual_seed(args.seed)
+    preset = PRESETS[args.preset]
+    vq = build_tokenizer(fsq("tiny"), device=device)
+    soft = build_tokenizer(kl("tiny"), device=device)
+    models = build(preset, vq, soft, args)
+    reference = count(models["HMA-MaskGIT"])
+    print(
+        f"preset {args.preset} on {device} ({torch.get_num_threads()} threads): "
+        f"{FRAME_PX} px frames -> {vq.token_grid(FRAME_PX, FRAME_PX)} tokens; "
+        f"{PROMPT_FRAMES} prompt + {CLIP_FRAMES - PROMPT_FRAMES} new frames, decode included"
+    )
+
+    gen = torch.Generator(device=device).manual_seed(args.seed)
+    frames = torch.randint(0, 256, (PROMPT_FRAMES, FRAME_PX, FRAME_PX, 3), dtype=torch.uint8)
+    prompt_vq = vq.encode(frames).long()[None]  # [1,T0,h,w]
+    prompt_soft = soft.encode(frames)[None]  # [1,T0,C,h,w]
+    new = CLIP_FRAMES - PROMPT_FRAMES
+
+    def actions(horizon: int) -> torch.Tensor:
+        return torch.randn(1, horizon, ACTION_WIDTH, generator=gen, device=device)
+
+    def hma_video(model: HMA, prompt: torch.Tensor, tokenizer: Tokenizer, horizon: int):
+        out = model.rollout(
+            prompt, actions(horizon), horizon=horizon, steps=args.maskgit_steps, generator=gen
+        )
+        return tokenizer.decode(out.tokens[0, PROMPT_FRAMES:])
+
+    def dit_video(horizon: int):
+        out = models["DiT (IRASim-like)"].rollout(prompt_soft, actions(horizon), gen)
+        return soft.decode(out[0, PROMPT_FRAMES:])
+
+    runs = {
+        "HMA-MaskGIT": (
+            lambda h: hma_video(models["HMA-MaskGIT"], prompt_vq, vq, h),
+            f"{args.maskgit_steps} MaskGIT passes/frame (+1 cache commit)",
+        ),
+        "HMA-MAR": (
+            lambda h: hma_video(models["HMA-MAR"], prompt_soft, soft, h),
+            f"{args.maskgit_steps} passes/frame x {args.diffusion_steps} head DDIM steps",
+        ),
+        "DiT (IRASim-like)": (
+            dit_video,
+            f"{args.dit_steps} full-transformer steps per {new}-frame clip",
+        ),
+    }
+    fps: dict[str, tuple[float, float]] = {}
+    header = f"{'model':<20}{'params':>12}{'vs MaskGIT':>12}{'frames/s':>10}{'frames/CPU-s':>14}"
+    print(f"\n{header}  steps")
+    with torch.inference_mode():
+        for name, (run, steps) in runs.items():
+            run(2)  # warm-up: first-call allocations and kernel selection
+            fps[name] = timed(lambda run=run: run(new), device).rate(new)
+            n = count(models[name])
+            ratio = n / reference
+            flag = "" if abs(ratio - 1) <= TOLERANCE else "  (outside +-10%)"
+            wall, cpu = fps[name]
+            print(f"{name:<20}{n:>12,}{ratio:>11.2f}x{wall:>10.2f}{cpu:>14.2f}  {steps}{flag}")
+        for name in ("HMA-MaskGIT", "HMA-MAR"):
+            wall, cpu = (fps[name][i] / fps["DiT (IRASim-like)"][i] for i in (0, 1))
+            print(f"{name} / DiT speed: {wall:.1f}x wall clock, {cpu:.1f}x CPU time")
+        print("(paper, RTX 4080: MaskGIT 22.7 FPS vs IRASim 0.58 amortised: 39x; target >= 30x)")
+
+        maskgit = models["HMA-MaskGIT"]
+        per_frame = {}
+        for horizon in (CLIP_FRAMES, args.long):
+            timing = timed(
+                lambda h=horizon: maskgit.rollout(
+                    prompt_vq, actions(h), horizon=h, steps=args.maskgit_steps, generator=gen
+                ),
+                device,
+            )
+            per_frame[horizon] = (timing.wall / horizon, timing.cpu / horizon)
+        short, long = per_frame[CLIP_FRAMES], per_frame[args.long]
+        print(
+            f"HMA-MaskGIT per-frame cost with the KV cache (model only, window {CLIP_FRAMES}): "
+            f"{short[0] * 1e3:.1f} ms ({short[1] * 1e3:.1f} CPU-ms) at horizon {CLIP_FRAMES}, "
+            f"{long[0] * 1e3:.1f} ms ({long[1] * 1e3:.1f} CPU-ms) at {args.long}; "
+            f"ratio {long[0] / short[0]:.2f} wall, {long[1] / short[1]:.2f} CPU (target <= 1.2)"
+        )
+
+    with torch.device("meta"):
+        base = HMA(model_config("base", datasets={DATASET: ACTION_WIDTH}))
+    print(f"HMA `base` preset, one dataset: {count(base) / 1e6:.1f}M parameters (paper: ~44M)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""The training / evaluation batch the model consumes.
+
+    B batch, T frames, h*w token grid, C soft channels, A_max widest flattened action chunk
+
+`actions[:, t]` is frame t's chunk: the `stride` raw actions taken from kept frame t to t+1,
+normalised with its dataset's statistics and flattened (stride * action_dim), zero-padded past
+the row's own dataset width. Rows may come from different datasets.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Batch:
+    tokens: torch.Tensor  # vq int64 [B,T,h,w] | soft float32 [B,T,C,h,w]
+    actions: torch.Tensor  # float32 [B,T,A_max]
+    datasets: list[str]  # len B
+
+    def __post_init__(self) -> None:
+        b, t = self.tokens.shape[:2]
+        if self.actions.dim() != 3 or self.actions.shape[:2] != (b, t):
+            raise ValueError(
+                f"actions must be [B,T,A_max] = [{b},{t},A], got {list(self.actions.shape)}"
+            )
+        if len(self.datasets) != b:
+            raise ValueError(f"{len(self.datasets)} dataset names for a batch of {b} rows")
+
+    def to(self, device: torch.device | str) -> Batch:
+        return Batch(self.tokens.to(device), self.actions.to(device), list(self.datasets))

@@ -1,0 +1,44 @@
+"""Video heads: one interface, so MaskGIT (vq codes) and MAR diffusion (soft tokens) swap freely.
+
+N rows (batch x frames), S tokens per frame, D width, C soft channels
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import torch
+
+if TYPE_CHECKING:
+    from hma.model.config import ModelConfig
+
+
+@runtime_checkable
+class VideoHead(Protocol):
+    def loss(self, target: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """target: vq int64 [N,S] | soft float [N,S,C]; cond float [N,S,D] (trunk output);
+        mask bool [N,S], True = token to predict. Mean over masked tokens."""
+        ...
+
+    def sample(
+        self, cond: torch.Tensor, temperature: float, generator: torch.Generator | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(values: vq int64 [N,S] | soft float [N,S,C], confidence float [N,S]); the caller
+        decides which values to commit."""
+        ...
+
+
+def build_head(config: ModelConfig) -> torch.nn.Module:
+    """The video head the config names, sized to the trunk width."""
+    if config.head == "maskgit":
+        from hma.model.heads.maskgit import MaskGITHead
+
+        return MaskGITHead(config.maskgit, config.d_model, config.vocab_size)
+    # Lazy: only soft-token models need the diffusion head's module.
+    from hma.model.heads.diffusion import DiffusionHead, DiffusionHeadConfig
+
+    return DiffusionHead(
+        DiffusionHeadConfig(**config.diffusion),
+        cond_dim=config.d_model,
+        latent_dim=config.latent_channels,
+    )

@@ -1,0 +1,277 @@
+"""HMA: heterogeneous masked autoregression over video tokens and per-frame actions.
+
+    B batch, T frames, S = h*w video tokens per frame, S' = S + action tokens, D width,
+    C soft channels, K vocab, A_max widest flattened action chunk
+
+Frame t's input is its video tokens (embedded codes or projected soft latents, masked ones
+replaced by a learned mask token, plus a learned spatial position) and its action embedding
+(the dataset's stem; a learned mask embedding where the action is to be predicted, a learned
+null embedding in passive mode), combined as the conditioning variant says. The trunk is a
+stack of spatial-temporal blocks; temporal positions are rotary (see blocks.py). Nothing of
+frame t+1 (tokens or actions) reaches the outputs of frames <= t.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from hma.model.batch import Batch
+from hma.model.blocks import KVCache, SpatialTemporalBlock, TemporalContext, band_mask
+from hma.model.conditioning import compose, readout, spec_of
+from hma.model.config import ModelConfig
+from hma.model.embodiment import Embodiments
+from hma.model.heads import build_head
+from hma.model.masking import Masks, check_mode, sample_masks
+
+INIT_STD = 0.02  # GPT-2 / nanoGPT initialisation of linear and embedding weights
+
+
+@dataclass
+class Output:
+    video: torch.Tensor  # [B,T,S,D] trunk features at the video tokens (video head input)
+    action: torch.Tensor  # [B,T,A_max] predicted normalised action chunks (zero-padded)
+
+
+class HMA(nn.Module):
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        self.spec = spec_of(config.conditioning)
+        d, s = config.d_model, config.tokens_per_frame
+        if config.token_kind == "vq":
+            self.token_embed: nn.Module = nn.Embedding(config.vocab_size, d)
+        else:
+            self.token_embed = nn.Linear(config.latent_channels, d)
+        self.video_mask_token = nn.Parameter(torch.zeros(d))
+        self.spatial_pos = nn.Parameter(torch.zeros(s, d))
+        self.action_pos = nn.Parameter(torch.zeros(self.spec.tokens, d))
+        self.action_mask_token = nn.Parameter(torch.zeros(d))
+        self.action_null_token = nn.Parameter(torch.zeros(d))
+        self.embodiments = Embodiments(config.datasets, d, config.stem_hidden)
+        self.blocks = nn.ModuleList(
+            SpatialTemporalBlock(
+                d,
+                config.heads,
+                config.mlp_ratio,
+                config.rope_base,
+                modulated=self.spec.modulate,
+                cross_attention=self.spec.cross_attention,
+            )
+            for _ in range(config.layers)
+        )
+        self.norm = nn.LayerNorm(d)
+        self._init_trunk()
+        self.video_head = build_head(config)  # initialises itself
+
+    def _init_trunk(self) -> None:
+        for module in [self.token_embed, self.embodiments, self.blocks]:
+            for m in module.modules():
+                if isinstance(m, nn.Linear | nn.Embedding):
+                    nn.init.normal_(m.weight, std=INIT_STD)
+                if isinstance(m, nn.Linear) and m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        for p in [self.video_mask_token, self.spatial_pos, self.action_pos]:
+            nn.init.normal_(p, std=INIT_STD)
+        for p in [self.action_mask_token, self.action_null_token]:
+            nn.init.normal_(p, std=INIT_STD)
+        for block in self.blocks:
+            if block.modulation is not None:  # adaLN-zero: blocks start unmodulated
+                nn.init.zeros_(block.modulation[1].weight)
+                nn.init.zeros_(block.modulation[1].bias)
+
+    # ----------------------------------------------------------------------------- shapes
+
+    @property
+    def action_width(self) -> int:
+        return self.embodiments.action_width
+
+    def flatten_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """vq [B,T,h,w] -> [B,T,S]; soft [B,T,C,h,w] -> [B,T,S,C]; checks the grid."""
+        h, w = self.config.grid
+        if self.config.token_kind == "vq":
+            if tokens.dim() != 4 or tuple(tokens.shape[2:]) != (h, w):
+                raise ValueError(f"vq tokens must be [B,T,{h},{w}], got {list(tokens.shape)}")
+            return tokens.flatten(2)  # [B,T,S]
+        c = self.config.latent_channels
+        if tokens.dim() != 5 or tuple(tokens.shape[2:]) != (c, h, w):
+            raise ValueError(f"soft tokens must be [B,T,{c},{h},{w}], got {list(tokens.shape)}")
+        return tokens.flatten(3).transpose(2, 3)  # [B,T,S,C]
+
+    def unflatten_tokens(self, flat: torch.Tensor) -> torch.Tensor:
+        """Inverse of flatten_tokens: [B,T,S] or [B,T,S,C] -> the grid layout."""
+        h, w = self.config.grid
+        if self.config.token_kind == "vq":
+            return flat.unflatten(2, (h, w))  # [B,T,h,w]
+        return flat.transpose(2, 3).unflatten(3, (h, w))  # [B,T,C,h,w]
+
+    # ----------------------------------------------------------------------------- forward
+
+    def embed_video(self, flat: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        """Flat tokens [B,T,S(,C)] and mask bool [B,T,S] -> [B,T,S,D]."""
+        if self.config.token_kind == "vq":
+            if flat.numel() and (flat.min() < 0 or flat.max() >= self.config.vocab_size):
+                raise ValueError(f"vq token out of range 0..{self.config.vocab_size - 1}")
+            x = self.token_embed(flat)
+        else:
+            x = self.token_embed(flat.to(self.spatial_pos.dtype))
+        if mask is not None:
+            x = torch.where(mask[..., None], self.video_mask_token.to(x.dtype), x)
+        return x + self.spatial_pos
+
+    def embed_actions(
+        self,
+        actions: torch.Tensor,
+        datasets: Sequence[str],
+        mask: torch.Tensor | None,
+        null: bool,
+    ) -> torch.Tensor:
+        """Normalised actions [B,T,A_max] -> [B,T,D]; masked frames (bool [B,T]) take the mask
+        embedding, and every frame the null embedding when `null` (passive mode)."""
+        b, t = actions.shape[:2]
+        if null:
+            return self.action_null_token.expand(b, t, -1)
+        e = self.embodiments.embed(actions.to(self.spatial_pos.dtype), datasets)
+        if mask is not None:
+            e = torch.where(mask[..., None], self.action_mask_token.to(e.dtype), e)
+        return e
+
+    def trunk(
+        self,
+        x: torch.Tensor,
+        action: torch.Tensor,
+        cache: KVCache | None = None,
+        append: bool = False,
+    ) -> torch.Tensor:
+        """x [B,T,S',D], per-frame action embeddings [B,T,D] -> features [B,T,S',D]. With a
+        cache, x holds the frames after the cached ones; `append` commits them to the cache."""
+        t = x.shape[1]
+        window = self.config.window
+        past_frames = cache.frames if cache is not None else 0
+        first = cache.next_position if cache is not None else 0
+        positions = torch.arange(first, first + t, device=x.device)
+        key_positions = torch.arange(first - past_frames, first + t, device=x.device)
+        temporal = TemporalContext(
+            positions=positions,
+            key_positions=key_positions,
+            band=band_mask(positions, key_positions, window),
+            plain_causal=past_frames == 0 and t <= window,
+            past=cache.layers if cache is not None else [],
+        )
+        context = None
+        if self.spec.cross_attention:
+            context = action
+            if cache is not None and cache.context is not None:
+                context = torch.cat((cache.context, action), dim=1)  # [B,P+T,D]
+        cond = action if self.spec.modulate else None
+        new_kv = []
+        for i, block in enumerate(self.blocks):
+            x, k, v = block(x, temporal, i, cond=cond, context=context)
+            new_kv.append((k, v))
+        if cache is not None and append:
+            cache.extend(new_kv, context, t)
+        return self.norm(x)
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        actions: torch.Tensor,
+        datasets: Sequence[str],
+        video_mask: torch.Tensor | None = None,
+        action_mask: torch.Tensor | None = None,
+        null_actions: bool = False,
+        cache: KVCache | None = None,
+        append: bool = False,
+    ) -> Output:
+        """tokens [B,T,h,w] | [B,T,C,h,w], actions [B,T,A_max], masks bool [B,T,S] / [B,T]."""
+        flat = self.flatten_tokens(tokens)
+        if actions.shape[:2] != tokens.shape[:2]:
+            raise ValueError(
+                f"actions {list(actions.shape)} do not match tokens {list(tokens.shape)} in [B,T]"
+            )
+        video = self.embed_video(flat, video_mask)
+        action = self.embed_actions(actions, datasets, action_mask, null_actions)
+        x = compose(video, action, self.spec, self.action_pos)  # [B,T,S',D]
+        out = self.trunk(x, action, cache, append)
+        s = self.config.tokens_per_frame
+        if null_actions:  # passive mode: no action space to predict in
+            predicted = torch.zeros_like(actions, dtype=out.dtype)
+        else:
+            predicted = self.embodiments.predict(
+                readout(out, self.spec, s), datasets, max(actions.shape[-1], self.action_width)
+            )[..., : actions.shape[-1]]
+        return Output(video=out[:, :, :s], action=predicted)
+
+    def new_cache(self) -> KVCache:
+        return KVCache(window=self.config.window, layers=[None] * len(self.blocks))
+
+    # ----------------------------------------------------------------------------- training
+
+    def loss(
+        self,
+        batch: Batch,
+        mode: str = "forward",
+        generator: torch.Generator | None = None,
+        masks: Masks | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Masked-autoregression losses {"video", "action", "total"} for `mode` (masking.py)."""
+        check_mode(mode)
+        flat = self.flatten_tokens(batch.tokens)
+        b, t, s = flat.shape[:3]
+        if masks is None:
+            masks = sample_masks(
+                mode, b, t, s, self.config.masking, batch.tokens.device, generator=generator
+            )
+        out = self(
+            batch.tokens,
+            batch.actions,
+            batch.datasets,
+            video_mask=masks.video,
+            action_mask=masks.action,
+            null_actions=masks.null_actions,
+        )
+        video = self.video_head.loss(
+            flat.flatten(0, 1),  # [B*T,S(,C)]
+            out.video.flatten(0, 1),  # [B*T,S,D]
+            masks.video.flatten(0, 1),  # [B*T,S]
+        )
+        if masks.action.any():
+            width = batch.actions.shape[-1]
+            valid = self.embodiments.valid(batch.datasets, width, flat.device)  # [B,A]
+            weight = (masks.action[:, :, None] & valid[:, None, :]).to(out.action.dtype)  # [B,T,A]
+            squared = (out.action - batch.actions.to(out.action.dtype)) ** 2
+            action = (squared * weight).sum() / weight.sum().clamp(min=1)
+        else:  # nothing to predict: a zero in the graph
+            action = out.action.sum() * 0.0
+        total = video + self.config.action_loss_weight * action
+        return {"video": video, "action": action, "total": total}
+
+    # ----------------------------------------------------------------------------- heterogeneity
+
+    def add_dataset(self, name: str, width: int) -> None:
+        """Give dataset `name` (flat action width `width`) a new stem and head; nothing else."""
+        datasets = {**self.config.datasets, name: width}
+        config = ModelConfig(**{**self.config.model_dump(), "datasets": datasets})
+        param = self.spatial_pos
+        self.embodiments.add(name, width)
+        self.embodiments.stems[name].to(device=param.device, dtype=param.dtype)
+        self.embodiments.heads[name].to(device=param.device, dtype=param.dtype)
+        for m in [*self.embodiments.stems[name], self.embodiments.heads[name]]:
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, std=INIT_STD)
+                nn.init.zeros_(m.bias)
+        self.config = config
+
+    def freeze_trunk(self) -> None:
+        """Train only the action stems and heads (adapting to a new embodiment)."""
+        for name, p in self.named_parameters():
+            p.requires_grad_(name.startswith("embodiments."))
+
+    def rollout(self, *args, **kwargs):
+        """See hma.model.sampling.rollout."""
+        from hma.model.sampling import rollout
+
+        return rollout(self, *args, **kwargs)

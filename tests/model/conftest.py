@@ -1,0 +1,49 @@
+"""Tiny model configs and batches shared by the model tests."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hma.model import Batch, ModelConfig, model_config
+from hma.model.conditioning import SPECS
+
+WIDTHS = {"arm": 6, "pusher": 4}  # two embodiments with different flat action widths
+CONDITIONINGS = list(SPECS)
+
+
+def tiny(**overrides) -> ModelConfig:
+    return model_config("tiny", datasets=dict(WIDTHS), **overrides)
+
+
+def random_batch(
+    config: ModelConfig, rows: int = 3, frames: int | None = None, seed: int = 0
+) -> Batch:
+    """Random vq tokens and normalised actions; rows alternate datasets, zero-padded actions."""
+    g = torch.Generator().manual_seed(seed)
+    t = frames or config.window
+    h, w = config.grid
+    names = [list(config.datasets)[i % len(config.datasets)] for i in range(rows)]
+    width = config.action_width
+    actions = torch.randn(rows, t, width, generator=g)
+    for i, name in enumerate(names):
+        actions[i, :, config.datasets[name] :] = 0
+    if config.token_kind == "vq":
+        tokens = torch.randint(0, config.vocab_size, (rows, t, h, w), generator=g)
+    else:
+        tokens = torch.randn(rows, t, config.latent_channels, h, w, generator=g)
+    return Batch(tokens, actions, names)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    """Tiny models run fastest single-threaded, above all on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
