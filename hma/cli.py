@@ -135,6 +135,17 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--decode", type=int, metavar="N", help="decode N stored episodes to a PNG")
     ins.add_argument("--out", help="PNG path for --decode (default: <store>.png)")
     ins.add_argument("--tokenizer", help="tokenizer checkpoint (default: the one the store names)")
+
+    pre = sub.add_parser(
+        "pretrain",
+        help="pretrain or fine-tune HMA on token stores with Ray Train (re-running resumes)",
+    )
+    pre.add_argument(
+        "--config", required=True, help="YAML PretrainConfig (see jobs/pretrain*.yaml)"
+    )
+    pre.add_argument("--quiet", action="store_true", help="no per-step progress on the console")
+    _add_address(pre)
+    pre.set_defaults(action=None)
     return parser
 
 
@@ -281,7 +292,13 @@ def _store_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS: dict[tuple[str, str], Callable[[argparse.Namespace], int]] = {
+def _pretrain(args: argparse.Namespace) -> int:
+    from hma.pipeline.pretrain import command
+
+    return command(args)
+
+
+COMMANDS: dict[tuple[str, str | None], Callable[[argparse.Namespace], int]] = {
     ("formats", "list"): _formats_list,
     ("formats", "convert"): _formats_convert,
     ("datasets", "list"): _datasets_list,
@@ -290,6 +307,7 @@ COMMANDS: dict[tuple[str, str], Callable[[argparse.Namespace], int]] = {
     ("tokenizer", "train"): _tokenizer_train,
     ("tokenizer", "eval"): _tokenizer_eval,
     ("store", "inspect"): _store_inspect,
+    ("pretrain", None): _pretrain,
 }
 
 

@@ -1,0 +1,169 @@
+"""Pretraining checkpoints: a self-describing, exactly resumable training state (local or s3://).
+
+    <dir>/model/model.safetensors, model/config.json   the HMA model (hma.model.checkpoint format:
+                                                       `load_model(<dir>/model)` rebuilds it)
+    <dir>/trainer_state.safetensors + .json            optimizer moments, scheduler, per-rank RNG
+                                                       states (torch, CUDA, numpy, python)
+    <dir>/pretrain.json                                written last: format, step, seconds, sampler
+                                                       position, tokenizer (kind, fingerprint,
+                                                       config, url, grid), per-dataset registry
+                                                       entry, stride, action_dim, action stats,
+                                                       mixing weight, and the run's config
+
+A directory without pretrain.json is an unfinished write, never a checkpoint. Loading against a
+token store whose tokenizer fingerprint differs is refused, naming both fingerprints: the model's
+codes would mean nothing for another tokenizer's tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import numpy as np
+import torch
+
+from hma import storage
+from hma.errors import HmaError
+from hma.tokenize.checkpoint import RUN_CHECKPOINT, load_state, save_state
+
+FORMAT = "hma-pretrain"
+VERSION = 1
+META_FILE = "pretrain.json"
+MODEL_DIR = "model"
+
+
+class PretrainCheckpointError(HmaError, ValueError):
+    """A pretraining checkpoint is missing, damaged, or does not fit the data it is used with."""
+
+
+def model_url(url: str) -> str:
+    return storage.join(url, MODEL_DIR)
+
+
+def save(
+    url: str,
+    model_state: dict[str, torch.Tensor],
+    model_config: dict[str, Any],
+    trainer_state: dict[str, Any],
+    meta: dict[str, Any],
+) -> None:
+    """Write a checkpoint; `meta` (JSON) goes last, into pretrain.json."""
+    from safetensors.torch import save as save_tensor_bytes
+
+    from hma.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE
+    from hma.model.checkpoint import FORMAT as MODEL_FORMAT
+    from hma.model.checkpoint import VERSION as MODEL_VERSION
+
+    # The model directory in hma.model.checkpoint's layout, written from a state dict: under FSDP2
+    # the full weights exist only as a gathered state dict, not as an nn.Module to hand to it.
+    model_dir = model_url(url)
+    storage.makedirs(model_dir)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model_state.items()}
+    with storage.open_file(storage.join(model_dir, WEIGHTS_FILE), "wb") as f:
+        f.write(save_tensor_bytes(tensors, metadata={"format": MODEL_FORMAT}))
+    record = {"format": MODEL_FORMAT, "version": MODEL_VERSION, "config": model_config}
+    with storage.open_file(storage.join(model_dir, CONFIG_FILE), "w") as f:
+        json.dump(record, f, indent=2, sort_keys=True)
+    save_state(url, trainer_state)
+    with storage.open_file(storage.join(url, META_FILE), "w") as f:
+        json.dump({"format": FORMAT, "version": VERSION, **meta}, f, indent=2, sort_keys=True)
+
+
+def read_meta(url: str) -> dict[str, Any]:
+    path = storage.join(url, META_FILE)
+    try:
+        with storage.open_file(path, "r") as f:
+            meta = json.load(f)
+    except FileNotFoundError:
+        raise PretrainCheckpointError(f"{path}: missing; not a pretraining checkpoint") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise PretrainCheckpointError(f"{path}: not valid JSON ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise PretrainCheckpointError(f"{path}: not an {FORMAT} record (format key differs)")
+    if meta.get("version") != VERSION:
+        raise PretrainCheckpointError(
+            f"{path}: checkpoint version {meta.get('version')!r}, this code reads {VERSION}"
+        )
+    return meta
+
+
+def load_trainer_state(url: str) -> dict[str, Any]:
+    return load_state(url)
+
+
+def latest(url: str) -> str | None:
+    """`url` itself if it is a checkpoint, else its newest complete `checkpoint_*` child (a Ray
+    Train run directory), else None."""
+    if storage.exists(storage.join(url, META_FILE)):
+        return url
+    if not storage.isdir(url):
+        return None
+    fs, path = storage.filesystem(url)
+    fs.invalidate_cache(path)
+    names = sorted(
+        p.rstrip("/").rsplit("/", 1)[-1]
+        for p in fs.ls(path, detail=False)
+        if RUN_CHECKPOINT.fullmatch(p.rstrip("/").rsplit("/", 1)[-1])
+    )
+    for name in reversed(names):
+        child = storage.join(url, name)
+        if storage.exists(storage.join(child, META_FILE)):
+            return child
+    return None
+
+
+def resolve(url: str) -> str:
+    found = latest(url)
+    if found is None:
+        raise PretrainCheckpointError(
+            f"{url}: not a pretraining checkpoint (no {META_FILE} in it or its checkpoint_* dirs)"
+        )
+    return found
+
+
+def check_tokenizer(meta: dict[str, Any], checkpoint: str, fingerprint: str, store: str) -> None:
+    """Refuse a checkpoint trained on another tokenizer's tokens than the store's."""
+    recorded = (meta.get("tokenizer") or {}).get("fingerprint")
+    if recorded != fingerprint:
+        raise PretrainCheckpointError(
+            f"{checkpoint}: trained on tokens of tokenizer {recorded}, but the token store {store} "
+            f"holds tokens of tokenizer {fingerprint}; re-tokenize the data with the checkpoint's "
+            "tokenizer or train from scratch"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# RNG states: every generator a step may touch, as tensors and JSON values for save_state.
+
+
+def rng_state() -> dict[str, Any]:
+    name, keys, pos, has_gauss, gauss = np.random.get_state()
+    version, internal, py_gauss = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "name": name,
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "gauss": float(gauss),
+        },
+        "python": {"version": version, "internal": list(internal), "gauss": py_gauss},
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"].to(torch.uint8))
+    n = state["numpy"]
+    np.random.set_state(
+        (n["name"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"])
+    )
+    p = state["python"]
+    random.setstate((p["version"], tuple(p["internal"]), p["gauss"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"].to(torch.uint8))
