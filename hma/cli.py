@@ -136,6 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
     ins.add_argument("--out", help="PNG path for --decode (default: <store>.png)")
     ins.add_argument("--tokenizer", help="tokenizer checkpoint (default: the one the store names)")
 
+    tz = sub.add_parser("tokenize", help="episode sources -> token store on Ray Data (resumable)")
+    tz.add_argument(
+        "--config", required=True, help="YAML TokenizeJobConfig (see jobs/tokenize.yaml)"
+    )
+    _add_address(tz)
+    tz.set_defaults(action=None)
+
     pre = sub.add_parser(
         "pretrain",
         help="pretrain or fine-tune HMA on token stores with Ray Train (re-running resumes)",
@@ -292,6 +299,12 @@ def _store_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tokenize(args: argparse.Namespace) -> int:
+    from hma.pipeline.tokenize_job import cli_main
+
+    return cli_main(args)  # 0 = OK, 1 = counts do not balance or a unit failed
+
+
 def _pretrain(args: argparse.Namespace) -> int:
     from hma.pipeline.pretrain import command
 
@@ -307,6 +320,7 @@ COMMANDS: dict[tuple[str, str | None], Callable[[argparse.Namespace], int]] = {
     ("tokenizer", "train"): _tokenizer_train,
     ("tokenizer", "eval"): _tokenizer_eval,
     ("store", "inspect"): _store_inspect,
+    ("tokenize", None): _tokenize,
     ("pretrain", None): _pretrain,
 }
 
@@ -321,18 +335,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def generate_main(argv: Sequence[str] | None = None) -> int:
-    """`hma-generate`: synthetic trajectories from a trained model (the generation stage)."""
-    parser = argparse.ArgumentParser(
-        prog="hma-generate",
-        description="Write synthetic trajectories from a trained HMA checkpoint into a Robomimic, "
-        "Language Table (RLDS) or LeRobot dataset, mixed with real ones.",
-    )
-    parser.parse_args(argv)
-    print(
-        "hma-generate: the generation stage is not built yet (see the project's open issues)",
-        file=sys.stderr,
-    )
-    return EXIT_USAGE
+    """`hma-generate`: synthetic trajectories from a trained model, mixed with real ones."""
+    from hma.generate.synthesize import generate_main as run
+
+    return run(argv)
 
 
 if __name__ == "__main__":

@@ -13,13 +13,13 @@ import zlib
 from typing import Any
 
 import numpy as np
-from PIL import Image
 from pydantic import Field
 
 from hma import formats
 from hma.config import StrictModel
 from hma.episodes import SPLITS, Registry, load_registry
 from hma.errors import ConfigError
+from hma.frames import resize
 
 
 class FrameSource(StrictModel):
@@ -69,18 +69,6 @@ def episode_frames(
         "dataset": np.asarray(datasets, dtype=object),
         "episode_id": np.asarray(episodes, dtype=object),
     }
-
-
-def resize(frames: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """uint8 [T,H,W,3] -> uint8 [T,h,w,3]; a no-op when the size already matches."""
-    h, w = size
-    if frames.shape[1:3] == (h, w):
-        return frames
-    out = np.empty((len(frames), h, w, 3), np.uint8)
-    for t, frame in enumerate(frames):
-        # PIL's bilinear filter is antialiased when shrinking (area-weighted support).
-        out[t] = np.asarray(Image.fromarray(frame).resize((w, h), Image.Resampling.BILINEAR))
-    return out
 
 
 def frame_dataset(
