@@ -1,0 +1,393 @@
+"""`hma-generate`: a dataset of `mix` real and `n` synthetic episodes, in the source's own format.
+
+    SRC (robomimic HDF5 | RLDS dir | LeRobot; local or s3://)
+      │ plan (driver): checkpoint <-> tokenizer <-> dataset checks; seeded picks from the train
+      │   split: `mix` real episodes, one prompt episode per synthetic episode and attempt
+      ▼
+    Ray actors, one WorldModel each ── batches of `batch_size` synthetic episodes:
+      load prompt episodes ─▶ rollout (model | replay | perturb actions) ─▶ decode ─▶ hold and
+      resize to the dataset's frames ─▶ sanity checks ─▶ <DST>.partial/ (staged, resumable)
+      ▼
+    driver: run-level action-spread check ─▶ format.write(real unchanged + synthetic) ─▶ DST
+
+Determinism: batches are fixed by (seed, batch_size) and the attempt round, never by the worker
+count; each batch samples with its own seed derived from (seed, round, member indices), so the
+same settings give the same output on any number of workers. An episode that fails the sanity
+checks is retried in the next round (`attempts` in all) with the next prompt episode; every
+failure is reported, none is written. A re-run with the same settings resumes from the staging
+directory and redoes only the batches it lacks.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field
+
+from hma import storage
+from hma.config import StrictModel
+from hma.errors import HmaError
+from hma.generate import synthetic as syn
+
+ActionsMode = Literal["model", "replay", "perturb"]
+SCHEMA_FORMATS = ("rlds", "lerobot")  # formats that need one step schema for every episode
+
+
+class GenerateConfig(StrictModel):
+    """Everything that decides what `hma-generate` writes (and whether a staged run resumes)."""
+
+    checkpoint: str = Field(description="pretraining checkpoint dir (or run dir with checkpoint_*)")
+    source: str = Field(description="SRC dataset URL: robomimic HDF5, RLDS dir or LeRobot dir")
+    out: str = Field(description="DST URL (must not exist); written in the source's format")
+    n: int = Field(90, ge=0, description="synthetic episodes")
+    mix: int = Field(10, ge=0, description="real episodes copied unchanged from SRC's train split")
+    actions: ActionsMode = Field(
+        "model", description="model: proposed (full dynamics); replay/perturb: real ones"
+    )
+    horizon: int | None = Field(
+        None, ge=1, description="new kept frames per episode (default: the prompt episode's)"
+    )
+    prompt_frames: int = Field(2, ge=1, description="real kept frames the rollout starts from")
+    seed: int = 0
+    workers: int = Field(1, ge=0, description="Ray actors (one model replica each); 0: in-process")
+    batch_size: int = Field(4, ge=1, description="synthetic episodes per batched rollout")
+    steps: int = Field(2, ge=1, description="MaskGIT passes per frame")
+    temperature: float = Field(1.0, ge=0)
+    perturb_scale: float = Field(
+        0.1, ge=0, description="perturb: noise std as a share of the real std per dimension"
+    )
+    valid_fraction: float = Field(0.1, ge=0, lt=1, description="synthetic episodes put in valid")
+    attempts: int = Field(3, ge=1, description="tries per synthetic episode before giving up")
+    range_tolerance: float = Field(
+        0.1, ge=0, description="actions may exceed the real per-dim range by this share of it"
+    )
+    min_std_ratio: float = Field(
+        0.25, ge=0, description="refuse a run whose action std per dim is below this x real"
+    )
+    format: str | None = Field(None, description="source format (default: detected)")
+    dataset_name: str | None = Field(None, description="registry dataset, where SRC lacks it")
+    tokenizer: str | None = Field(None, description="tokenizer URL if moved since training")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    cpus_per_worker: float = Field(1.0, gt=0)
+    torch_threads: int | None = Field(None, ge=1)
+
+
+@dataclass
+class GenerateReport:
+    out: str
+    format: str
+    dataset: str
+    real: int
+    synthetic: int
+    requested: int
+    rejected: list[dict[str, Any]]  # every failed attempt: index, attempt, reason, prompt
+    missing: list[int]  # synthetic episodes that failed every attempt
+    seconds: float
+    rollout_seconds: float  # summed over workers
+    frames_decoded: int  # kept frames decoded this run (staged episodes from earlier excluded)
+    resumed: int  # synthetic episodes found staged from an interrupted run
+    splits: dict[str, int] = field(default_factory=dict)
+
+    def lines(self) -> list[str]:
+        minutes = max(self.seconds, 1e-9) / 60
+        made = self.synthetic - self.resumed
+        out = [
+            f"{self.out} ({self.format}, {self.dataset}): {self.real} real + {self.synthetic} "
+            f"synthetic episodes ({self.synthetic}/{self.requested} requested); splits "
+            + ", ".join(f"{k} {v}" for k, v in sorted(self.splits.items())),
+            f"{made} generated in {self.seconds:.1f}s: {made / minutes:.1f} trajectories/min, "
+            f"{self.frames_decoded / max(self.rollout_seconds, 1e-9):.1f} frames/s per worker "
+            f"(load, rollout, decode, checks, staging); {self.resumed} resumed from staging",
+        ]
+        for r in self.rejected:
+            out.append(
+                f"  rejected synthetic #{r['index']} attempt {r['attempt']} (prompt "
+                f"{r['prompt_episode_id']}): {r['reason']}"
+            )
+        if self.missing:
+            out.append(f"  MISSING after all attempts: synthetic {self.missing}")
+        return out
+
+
+class GenerateError(HmaError, ValueError):
+    """A generation run that cannot or must not produce its output."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Plan
+
+
+@dataclass
+class Plan:
+    fmt: str
+    dataset: str
+    train: list[dict[str, Any]]  # train-split refs of SRC
+    real: list[dict[str, Any]]  # the `mix` real episodes, in source order
+    seed: int
+    valid: set[int]  # synthetic indices in the valid split
+    run: dict[str, Any]  # what the staging dir records (resume must match)
+    provenance: syn.Provenance
+
+    def prompt(self, index: int, attempt: int) -> dict[str, Any]:
+        """Episode i's prompt at this attempt: a seeded permutation of the train split per
+        attempt, so a retry starts from another episode (where the split has several)."""
+        order = np.random.default_rng([self.seed, 1, attempt]).permutation(len(self.train))
+        return self.train[int(order[index % len(order)])]
+
+
+def make_plan(config: GenerateConfig, wm: Any) -> Plan:
+    """Check checkpoint, tokenizer and dataset against each other; pick episodes by seed."""
+    from hma.episodes import load_registry
+    from hma.formats import detect_format, get_format
+
+    if storage.exists(config.out):
+        raise GenerateError(f"{config.out}: destination exists; choose a new path")
+    fmt = config.format or detect_format(config.source)
+    refs = get_format(fmt).list_refs(config.source, config.dataset_name)
+    if not refs:
+        raise GenerateError(f"{config.source}: no episodes")
+    name = refs[0]["dataset"]
+    record = wm.record(name)  # refuses a dataset the checkpoint was not trained on
+    spec = load_registry().get(name)
+    if (spec.stride, spec.action_dim) != (int(record["stride"]), int(record["action_dim"])):
+        raise GenerateError(
+            f"dataset mismatch: {name!r} has stride {spec.stride} x {spec.action_dim}-D actions "
+            f"in the registry, but the checkpoint {wm.url} was trained with stride "
+            f"{record['stride']} x {record['action_dim']}-D"
+        )
+    train = [r for r in refs if r["split"] == "train"]
+    if config.mix > len(train):
+        raise GenerateError(
+            f"{config.source}: --mix {config.mix} but the train split has {len(train)} episodes"
+        )
+    if config.n and not train:
+        raise GenerateError(f"{config.source}: no train episodes to prompt the model with")
+    first = get_format(fmt).load(train[0]) if train else None
+    if first is not None and first.actions.shape[1] != int(record["action_dim"]):
+        raise GenerateError(
+            f"dataset mismatch: {config.source} episode {first.episode_id!r} has "
+            f"{first.actions.shape[1]}-D actions, the checkpoint's {name!r} has "
+            f"{record['action_dim']}-D"
+        )
+    rng = np.random.default_rng([config.seed, 0])
+    picked = sorted(rng.choice(len(train), size=config.mix, replace=False).tolist())
+    n_valid = round(config.valid_fraction * config.n)
+    valid = set(np.random.default_rng([config.seed, 2]).permutation(config.n)[:n_valid].tolist())
+    provenance = syn.Provenance(
+        checkpoint=wm.url,
+        checkpoint_fingerprint=wm.fingerprint,
+        tokenizer_fingerprint=wm.tokenizer_fingerprint,
+        seed=config.seed,
+        actions=config.actions,
+        steps=config.steps,
+        temperature=config.temperature,
+        batch_size=config.batch_size,
+    )
+    decisive = config.model_dump(exclude={"workers", "device", "cpus_per_worker", "torch_threads"})
+    run = {**decisive, "checkpoint_fingerprint": wm.fingerprint, "format": fmt, "dataset": name}
+    return Plan(fmt, name, train, [train[i] for i in picked], config.seed, valid, run, provenance)
+
+
+def batches(config: GenerateConfig, plan: Plan, accepted: dict, rejected: list) -> list[dict]:
+    """The jobs of the earliest unfinished round: fixed batches, minus those fully staged."""
+    failed: dict[int, set[int]] = {}
+    for r in rejected:
+        failed.setdefault(int(r["index"]), set()).add(int(r["attempt"]))
+    for attempt in range(config.attempts):
+        pending = [i for i in range(config.n) if set(range(attempt)) <= failed.get(i, set())]
+        # `pending`: every episode that takes part in this round (done ones included, so the
+        # batch composition is the same however much of the round was staged before).
+        jobs = []
+        for start in range(0, len(pending), config.batch_size):
+            members = pending[start : start + config.batch_size]
+            done = [i in accepted or attempt in failed.get(i, set()) for i in members]
+            if all(done):
+                continue
+            seed = int(
+                np.random.SeedSequence([config.seed, attempt, *members]).generate_state(1)[0]
+            )
+            jobs.append(
+                {
+                    "attempt": attempt,
+                    "seed": seed,
+                    "members": [
+                        {
+                            "index": i,
+                            "episode_id": f"{plan.dataset}-synthetic-s{config.seed}-{i:05d}",
+                            "split": "val" if i in plan.valid else "train",
+                            "prompt": plan.prompt(i, attempt),
+                            "skip": d,
+                        }
+                        for i, d in zip(members, done, strict=True)
+                    ],
+                }
+            )
+        if jobs:
+            return jobs
+    return []
+
+
+def generate(
+    config: GenerateConfig, address: str | None = None, echo: bool = True
+) -> GenerateReport:
+    """Plan, generate (resuming staged work), check, and write `config.out`; see module doc."""
+    from tqdm import tqdm
+
+    from hma.episodes import load_registry
+    from hma.formats import get_format
+    from hma.generate.batch_runner import Executor
+    from hma.generate.world_model import WorldModel
+    from hma.stats import ActionStats
+
+    start = time.perf_counter()
+    if config.n + config.mix == 0:
+        raise GenerateError("nothing to write: --n and --mix are both 0")
+    wm = WorldModel.load(config.checkpoint, "cpu", config.tokenizer)
+    plan = make_plan(config, wm)
+    root = syn.staging_url(config.out)
+    syn.check_run_record(root, plan.run)
+    accepted, rejected = syn.scan_staging(root)
+    resumed, rollout_s, decoded = len(accepted), 0.0, 0
+    bar = tqdm(total=config.n, initial=resumed, unit="ep", desc="hma-generate", disable=not echo)
+    executor = Executor(config, plan, address) if config.n > resumed else None
+    try:
+        while executor and (jobs := batches(config, plan, accepted, rejected)):
+            for result in executor.map(jobs):
+                rollout_s += result["seconds"]
+                decoded += result["frames_decoded"]
+                for r in result["results"]:
+                    if "accepted" in r:
+                        accepted[r["index"]] = r["accepted"]
+                        bar.update(1)
+                    elif "rejected" in r:
+                        rejected.append(r["rejected"])
+                bar.set_postfix(rejected=len(rejected))
+    finally:
+        bar.close()
+        if executor:
+            executor.close()
+    real_stats = wm.stats(plan.dataset)
+    if accepted and config.actions != "replay":
+        spread = ActionStats.from_dict(accepted[min(accepted)]["action_stats"])
+        for i in sorted(accepted)[1:]:
+            spread = spread.merge(ActionStats.from_dict(accepted[i]["action_stats"]))
+        bad = syn.collapsed_dims(spread, real_stats, config.min_std_ratio)
+        if bad:
+            dims = "; ".join(f"dim {d}: std {s:.3g} vs real {r:.3g}" for d, s, r in bad)
+            raise GenerateError(
+                f"synthetic actions collapsed (std below {config.min_std_ratio} x the real std): "
+                f"{dims}. Nothing written to {config.out}; the episodes stay in {root} for "
+                "inspection (an undertrained checkpoint? try --actions replay)"
+            )
+    if not accepted and not plan.real:
+        raise GenerateError(
+            f"no synthetic episode passed the sanity checks ({len(rejected)} attempts rejected, "
+            f"first: {rejected[0]['reason'] if rejected else '-'}); nothing written to {config.out}"
+        )
+    reader = get_format(plan.fmt)
+
+    def episodes():
+        for ref in plan.real:
+            yield reader.load(ref)
+        for i in sorted(accepted):
+            yield syn.load_staged(root, accepted[i])
+
+    reader.write(episodes(), config.out, load_registry())
+    fs, path = storage.filesystem(root)
+    fs.rm(path, recursive=True)
+    splits: dict[str, int] = {}
+    for split in [r["split"] for r in plan.real] + [a["split"] for a in accepted.values()]:
+        splits[split] = splits.get(split, 0) + 1
+    return GenerateReport(
+        out=config.out,
+        format=plan.fmt,
+        dataset=plan.dataset,
+        real=len(plan.real),
+        synthetic=len(accepted),
+        requested=config.n,
+        rejected=sorted(rejected, key=lambda r: (r["index"], r["attempt"])),
+        missing=sorted(set(range(config.n)) - set(accepted)),
+        seconds=time.perf_counter() - start,
+        rollout_seconds=rollout_s,
+        frames_decoded=decoded,
+        resumed=resumed,
+        splits=splits,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Command line
+
+
+def build_parser():
+    import argparse
+
+    p = argparse.ArgumentParser(
+        prog="hma-generate",
+        description="Write synthetic trajectories from a trained HMA checkpoint into a robomimic, "
+        "Language Table (RLDS) or LeRobot dataset, mixed with real ones.",
+    )
+    fields = GenerateConfig.model_fields
+
+    def arg(flag: str, name: str, **kw: Any) -> None:
+        p.add_argument(flag, dest=name, help=fields[name].description, **kw)
+
+    arg("--checkpoint", "checkpoint", required=True)
+    arg("--dataset", "source", required=True, metavar="SRC")
+    arg("--out", "out", required=True, metavar="DST")
+    for flag, name, typ in [
+        ("--n", "n", int),
+        ("--mix", "mix", int),
+        ("--horizon", "horizon", int),
+        ("--prompt-frames", "prompt_frames", int),
+        ("--seed", "seed", int),
+        ("--workers", "workers", int),
+        ("--batch-size", "batch_size", int),
+        ("--steps", "steps", int),
+        ("--temperature", "temperature", float),
+        ("--perturb-scale", "perturb_scale", float),
+        ("--valid-fraction", "valid_fraction", float),
+        ("--attempts", "attempts", int),
+        ("--range-tolerance", "range_tolerance", float),
+        ("--min-std-ratio", "min_std_ratio", float),
+        ("--torch-threads", "torch_threads", int),
+    ]:
+        arg(flag, name, type=typ, default=fields[name].default)
+    arg("--actions", "actions", choices=("model", "replay", "perturb"), default="model")
+    arg("--format", "format", default=None)
+    arg("--dataset-name", "dataset_name", default=None)
+    arg("--tokenizer", "tokenizer", default=None)
+    arg("--device", "device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--address", default=None, help="Ray cluster to join (default: local)")
+    p.add_argument("--registry", action="append", default=[], help="extra registry YAML")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def generate_main(argv: list[str] | None = None) -> int:
+    """`hma-generate`: exit 0 when every requested episode was written, 1 when some failed
+    every attempt (they are reported, the rest is written), 2 on a usage or data error."""
+    import sys
+
+    from pydantic import ValidationError
+
+    args = vars(build_parser().parse_args(argv))
+    address, registry, quiet = args.pop("address"), args.pop("registry"), args.pop("quiet")
+    try:
+        if registry:
+            from hma.episodes import extend_registry
+
+            extend_registry(registry)
+        try:
+            config = GenerateConfig(**args)
+        except ValidationError as e:
+            raise GenerateError(f"invalid arguments: {e}") from None
+        report = generate(config, address, echo=not quiet)
+    except HmaError as e:
+        print(f"hma-generate: error: {e}", file=sys.stderr)
+        return 2
+    print("\n".join(report.lines()))
+    return 1 if report.missing else 0

@@ -1,0 +1,259 @@
+"""WorldModel: a pretraining checkpoint ready to imagine robot video, in pixels and raw actions.
+
+    B batch, T0 prompt frames, H new (kept) frames, N = T0 + H, s stride, A action dim,
+    h x w model frame size (pixels), gh x gw token grid
+
+    WorldModel.load(checkpoint)         model + tokenizer + the checkpoint's meta (pretrain.json);
+                                        refuses a tokenizer whose fingerprint differs from the one
+                                        the model was trained on
+    encode(frames uint8 [N,H,W,3])      -> tokens, after resizing to the model's frame size
+    rollout(dataset, prompt [B,T0,H,W,3], horizon, actions_raw [B,H|N,s,A] | None)
+                                        -> Rollout(frames uint8 [B,N,h,w,3], actions_raw [B,N,s,A])
+
+Actions cross this boundary in the dataset's raw units and leave it in raw units; inside, they
+are normalised with the checkpoint's per-dataset statistics (hma.stats.ActionStats). Kept frame f
+covers raw steps f*s .. (f+1)*s - 1 and its chunk holds the s raw actions taken from kept frame f
+to f+1 (the token store's layout, hma.pipeline.store.chunk_actions).
+
+Given actions select forward dynamics (the model renders the video those actions cause); no
+actions select full dynamics (the model proposes every chunk, then the video). The checkpoint
+fingerprint is sha256 over the model config and weights (hma.tokenize.base.fingerprint_of), the
+provenance every synthetic episode records.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from hma.errors import HmaError
+from hma.frames import resize
+from hma.pipeline import pretrain_checkpoint as ckpt
+from hma.stats import ActionStats
+from hma.tokenize.base import fingerprint_of
+
+DEFAULT_STEPS = 2  # MaskGIT passes per frame: the reference evaluates and simulates with 2
+
+
+class WorldModelError(HmaError, ValueError):
+    """A checkpoint, tokenizer or dataset that does not fit together, or a bad rollout request."""
+
+
+@dataclass
+class Rollout:
+    frames: np.ndarray  # uint8 [B,N,h,w,3] decoded at the model's frame size, prompt included
+    actions_raw: np.ndarray  # float32 [B,N,s,A] raw units: given chunks, or the model's
+    tokens: torch.Tensor  # [B,N,gh,gw] vq | [B,N,C,gh,gw] soft, on the model's device
+    finite: np.ndarray  # bool [B]: every token and action of the row is finite (no NaN/inf)
+
+
+class WorldModel:
+    """An HMA checkpoint with its tokenizer and statistics; see the module docstring."""
+
+    def __init__(self, model: Any, tokenizer: Any, meta: dict[str, Any], url: str):
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.meta = meta
+        self.url = url
+        self._fingerprint: str | None = None
+        self._stats = {
+            name: ActionStats.from_dict(d["action_stats"])
+            for name, d in meta.get("datasets", {}).items()
+            if d.get("action_stats")
+        }
+
+    @classmethod
+    def load(
+        cls, checkpoint: str, device: str | torch.device = "cpu", tokenizer: str | None = None
+    ) -> WorldModel:
+        """Load a pretraining checkpoint (a checkpoint dir or a run dir holding checkpoint_*).
+
+        `tokenizer` overrides the tokenizer URL recorded in the checkpoint (a moved copy); either
+        way its fingerprint must equal the recorded one."""
+        from hma.model.checkpoint import load_model
+        from hma.tokenize.checkpoint import load_tokenizer
+
+        url = ckpt.resolve(checkpoint)
+        meta = ckpt.read_meta(url)
+        recorded = meta.get("tokenizer") or {}
+        tok_url = tokenizer or recorded.get("url")
+        if not tok_url:
+            raise WorldModelError(f"{url}: the checkpoint records no tokenizer URL; pass one")
+        tok = load_tokenizer(tok_url, device=device)
+        if tok.fingerprint != recorded.get("fingerprint"):
+            raise WorldModelError(
+                f"tokenizer mismatch: the checkpoint {url} was trained on tokens of tokenizer "
+                f"{recorded.get('fingerprint')}, but {tok_url} has fingerprint {tok.fingerprint}"
+            )
+        model = load_model(ckpt.model_url(url), device=device)
+        missing = sorted(set(model.config.datasets) - set(meta.get("datasets", {})))
+        if missing:
+            raise WorldModelError(f"{url}: pretrain.json lacks the records of datasets {missing}")
+        return cls(model, tok, meta, url)
+
+    # -- description --------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.model.spatial_pos.device
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of the model config and weights (computed once; weights do not change here)."""
+        if self._fingerprint is None:
+            self._fingerprint = fingerprint_of(
+                self.model.config.model_dump(mode="json"), iter(self.model.state_dict().items())
+            )
+        return self._fingerprint
+
+    @property
+    def tokenizer_fingerprint(self) -> str:
+        return self.tokenizer.fingerprint
+
+    @property
+    def datasets(self) -> list[str]:
+        return sorted(self.model.config.datasets)
+
+    @property
+    def frame_size(self) -> tuple[int, int]:
+        """(H, W) pixels of the frames the model's tokens encode."""
+        size = (self.meta.get("tokenizer") or {}).get("frame_size")
+        if size:
+            return int(size[0]), int(size[1])
+        gh, gw = self.model.config.grid
+        return gh * self.tokenizer.downsample, gw * self.tokenizer.downsample
+
+    def record(self, dataset: str) -> dict[str, Any]:
+        """The checkpoint's record of `dataset` (stride, action_dim, action_stats, registry...)."""
+        if dataset not in self.model.config.datasets:
+            raise WorldModelError(
+                f"dataset mismatch: the checkpoint {self.url} was not trained on {dataset!r} "
+                f"(it knows: {', '.join(self.datasets)})"
+            )
+        return self.meta["datasets"][dataset]
+
+    def stride(self, dataset: str) -> int:
+        return int(self.record(dataset)["stride"])
+
+    def action_dim(self, dataset: str) -> int:
+        return int(self.record(dataset)["action_dim"])
+
+    def stats(self, dataset: str) -> ActionStats:
+        self.record(dataset)
+        if dataset not in self._stats:
+            raise WorldModelError(f"{self.url}: no action statistics recorded for {dataset!r}")
+        return self._stats[dataset]
+
+    # -- pixels <-> tokens ----------------------------------------------------------------------
+    def encode(self, frames: np.ndarray) -> torch.Tensor:
+        """uint8 [N,H,W,3] of any size -> tokens [N,gh,gw] | [N,C,gh,gw] at the model's size."""
+        frames = np.asarray(frames)
+        if frames.dtype != np.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
+            raise WorldModelError(
+                f"frames must be uint8 [N,H,W,3], got {frames.dtype} {list(frames.shape)}"
+            )
+        return self.tokenizer.encode(resize(frames, self.frame_size))
+
+    def decode(self, tokens: torch.Tensor) -> np.ndarray:
+        """tokens [N,...] -> uint8 frames [N,h,w,3] (numpy, on the host)."""
+        return self.tokenizer.decode(tokens).cpu().numpy()
+
+    # -- rollouts -------------------------------------------------------------------------------
+    def rollout(
+        self,
+        dataset: str,
+        prompt_frames: np.ndarray,
+        horizon: int,
+        actions_raw: np.ndarray | None = None,
+        steps: int = DEFAULT_STEPS,
+        temperature: float = 1.0,
+        seed: int | None = None,
+    ) -> Rollout:
+        """Imagine `horizon` new kept frames after `prompt_frames` ([B,T0,H,W,3], any size).
+
+        `actions_raw` [B,H,s,A] drives the new frames (chunks of frames T0-1 .. N-2), or
+        [B,N,s,A] gives every frame's chunk; None lets the model propose them (full dynamics)."""
+        prompt = np.asarray(prompt_frames)
+        if prompt.dtype != np.uint8 or prompt.ndim != 5 or prompt.shape[-1] != 3:
+            raise WorldModelError(
+                f"prompt_frames must be uint8 [B,T0,H,W,3], got {prompt.dtype} {list(prompt.shape)}"
+            )
+        b, t0 = prompt.shape[:2]
+        tokens = self.encode(prompt.reshape(b * t0, *prompt.shape[2:]))  # [B*T0,...]
+        tokens = tokens.reshape(b, t0, *tokens.shape[1:])  # [B,T0,gh,gw] | [B,T0,C,gh,gw]
+        return self.rollout_tokens(dataset, tokens, horizon, actions_raw, steps, temperature, seed)
+
+    def rollout_tokens(
+        self,
+        dataset: str,
+        prompt_tokens: torch.Tensor,
+        horizon: int,
+        actions_raw: np.ndarray | None = None,
+        steps: int = DEFAULT_STEPS,
+        temperature: float = 1.0,
+        seed: int | None = None,
+    ) -> Rollout:
+        """`rollout` from already encoded prompt frames (a simulator keeps its tokens)."""
+        if horizon < 0:
+            raise WorldModelError(f"horizon must be >= 0, got {horizon}")
+        stats, stride, dim = self.stats(dataset), self.stride(dataset), self.action_dim(dataset)
+        b, t0 = prompt_tokens.shape[:2]
+        n = t0 + horizon
+        given = None
+        if actions_raw is not None:
+            given = self._normalised_chunks(dataset, actions_raw, b, (horizon, n))
+        generator = None
+        if seed is not None:
+            generator = torch.Generator(device=self.device).manual_seed(int(seed))
+        result = self.model.rollout(
+            prompt_tokens.to(self.device),
+            actions=given,
+            datasets=[dataset] * b,
+            horizon=horizon,
+            mode="full" if given is None else "forward",
+            steps=steps,
+            temperature=temperature,
+            generator=generator,
+        )
+        width = stride * dim
+        chunks = result.actions[:, :, :width].float().cpu().numpy()  # [B,N,s*A] normalised
+        raw = stats.denormalise(chunks.reshape(b, n, stride, dim))  # [B,N,s,A]
+        if actions_raw is not None:
+            # the chunks we were given come back bit-exact, not through normalise/denormalise
+            exact = np.asarray(actions_raw, np.float32)
+            if exact.shape[1] == n:
+                raw[:] = exact
+            else:  # the H chunks that drive the new frames: frames T0-1 .. N-2
+                raw[:, t0 - 1 : n - 1] = exact
+        flat = result.tokens.reshape(b * n, *result.tokens.shape[2:])  # [B*N,...]
+        frames = self.decode(flat)
+        frames = frames.reshape(b, n, *frames.shape[1:])  # [B,N,h,w,3]
+        finite = np.isfinite(raw).reshape(b, -1).all(1)
+        if result.tokens.is_floating_point():
+            finite &= torch.isfinite(result.tokens).reshape(b, -1).all(1).cpu().numpy()
+        return Rollout(frames=frames, actions_raw=raw, tokens=result.tokens, finite=finite)
+
+    def _normalised_chunks(
+        self, dataset: str, actions_raw: np.ndarray, batch: int, lengths: tuple[int, int]
+    ) -> torch.Tensor:
+        """Raw [B,L,s,A] -> normalised, flattened and zero-padded [B,L,A_max] on the device."""
+        stride, dim = self.stride(dataset), self.action_dim(dataset)
+        a = np.asarray(actions_raw, np.float32)
+        if (
+            a.ndim != 4
+            or a.shape[0] != batch
+            or a.shape[2:] != (stride, dim)
+            or (a.shape[1] not in lengths)
+        ):
+            raise WorldModelError(
+                f"actions_raw for {dataset!r} must be [{batch}, {lengths[0]} or {lengths[1]}, "
+                f"{stride}, {dim}] (batch, frames, stride, action dim), got {list(a.shape)}"
+            )
+        if not np.isfinite(a).all():
+            raise WorldModelError(f"actions_raw for {dataset!r} hold non-finite values")
+        normalised = self.stats(dataset).normalise(a).reshape(batch, a.shape[1], stride * dim)
+        out = torch.zeros(batch, a.shape[1], self.model.action_width, device=self.device)
+        out[..., : stride * dim] = torch.from_numpy(normalised).to(self.device)
+        return out
