@@ -153,7 +153,30 @@ def build_parser() -> argparse.ArgumentParser:
     pre.add_argument("--quiet", action="store_true", help="no per-step progress on the console")
     _add_address(pre)
     pre.set_defaults(action=None)
+
+    _add_generation_commands(sub)
     return parser
+
+
+def _add_generation_commands(sub) -> None:  # sub: the `hma` subparsers
+    from hma.generate import commands as gen  # builds parsers without importing torch
+
+    simulate = sub.add_parser("simulate", help="learned simulator: train-success").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    gen.configure_train_success(
+        simulate.add_parser(
+            "train-success", help="train a success classifier on real episodes' success labels"
+        )
+    )
+    ev = sub.add_parser(
+        "evaluate-policy", help="score policies in the ground-truth and the learned simulator"
+    )
+    gen.configure_evaluate_policy(ev)
+    ev.set_defaults(action=None)
+    rep = sub.add_parser("report", help="HTML report of a run: rollouts, metrics, curves")
+    gen.configure_report(rep)
+    rep.set_defaults(action=None)
 
 
 def _formats_list(args: argparse.Namespace) -> int:
@@ -311,6 +334,24 @@ def _pretrain(args: argparse.Namespace) -> int:
     return command(args)
 
 
+def _simulate_train_success(args: argparse.Namespace) -> int:
+    from hma.generate.commands import train_success_command
+
+    return train_success_command(args)
+
+
+def _evaluate_policy(args: argparse.Namespace) -> int:
+    from hma.generate.commands import evaluate_policy_command
+
+    return evaluate_policy_command(args)
+
+
+def _report(args: argparse.Namespace) -> int:
+    from hma.generate.commands import report_command
+
+    return report_command(args)
+
+
 COMMANDS: dict[tuple[str, str | None], Callable[[argparse.Namespace], int]] = {
     ("formats", "list"): _formats_list,
     ("formats", "convert"): _formats_convert,
@@ -322,6 +363,9 @@ COMMANDS: dict[tuple[str, str | None], Callable[[argparse.Namespace], int]] = {
     ("store", "inspect"): _store_inspect,
     ("tokenize", None): _tokenize,
     ("pretrain", None): _pretrain,
+    ("simulate", "train-success"): _simulate_train_success,
+    ("evaluate-policy", None): _evaluate_policy,
+    ("report", None): _report,
 }
 
 

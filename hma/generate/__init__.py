@@ -8,7 +8,8 @@
     simulator.py     the learned simulator (reset/step like the ground-truth envs)
     success.py       success classifier for imagined episodes
     policy_eval.py   `hma evaluate-policy`: one policy scored in the real and learned simulators
-    report.py        `hma report`
+    report.py        `hma report`; curves.py reads its TensorBoard training curves
+    commands.py      argument parsers and handlers of `hma simulate|evaluate-policy|report`
 
 Modules are imported by name (`from hma.generate.world_model import WorldModel`): importing this
 package loads nothing heavy.
