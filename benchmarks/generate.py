@@ -25,12 +25,10 @@ import time
 import numpy as np
 import torch
 
-from hma.episodes import load_registry
 from hma.formats import detect_format, get_format
 from hma.generate.synthesize import GenerateConfig, generate
 from hma.generate.world_model import WorldModel
 from hma.pipeline import pretrain_checkpoint
-from hma.pipeline.store_layout import TokenizerInfo
 from hma.stats import ActionStats
 
 CLIP_FRAMES = 16  # the project's generation-FPS clip (DESIGN.md, Metrics)
@@ -38,40 +36,13 @@ CLIP_FRAMES = 16  # the project's generation-FPS clip (DESIGN.md, Metrics)
 
 def untrained_checkpoint(url: str, source: str, frame: int, preset: str) -> str:
     """A checkpoint for the source's dataset with real action statistics, untrained weights."""
-    from hma.model import HMA, model_config
-    from hma.tokenize.checkpoint import build_tokenizer, save_tokenizer
-    from hma.tokenize.presets import fsq
-
     fmt = detect_format(source)
     refs = [r for r in get_format(fmt).list_refs(source, None) if r["split"] == "train"]
-    name = refs[0]["dataset"]
-    spec = load_registry().get(name)
     stats = None
     for ref in refs:
         part = ActionStats.of(get_format(fmt).load(ref).actions)
         stats = part if stats is None else stats.merge(part)
-    tokenizer = build_tokenizer(fsq("tiny"))
-    save_tokenizer(tokenizer, f"{url}/tokenizer")
-    info = TokenizerInfo.from_tokenizer(tokenizer, f"{url}/tokenizer", (frame, frame))
-    config = model_config(
-        preset,
-        vocab_size=info.vocab_size,
-        grid=tuple(info.grid),
-        datasets={name: spec.stride * spec.action_dim},
-    )
-    model = HMA(config)
-    record = {
-        "store": "",
-        "registry": spec.model_dump(mode="json"),
-        "stride": spec.stride,
-        "action_dim": spec.action_dim,
-        "action_stats": stats.to_dict(exact=True),
-        "train_windows": 0,
-        "weight": 1.0,
-    }
-    meta = {"tokenizer": info.to_dict(), "datasets": {name: record}, "init_from": None, "step": 0}
-    pretrain_checkpoint.save(url, model.state_dict(), config.model_dump(mode="json"), {}, meta)
-    return url
+    return pretrain_checkpoint.save_untrained(url, {refs[0]["dataset"]: stats}, frame, preset)
 
 
 def model_fps(checkpoint: str, source: str, batch: int, prompt: int, steps: int) -> float:

@@ -1,21 +1,29 @@
 """Generation speed: HMA (MaskGIT and MAR-diffusion heads) against a same-size DiT video diffusion.
 
-    python benchmarks/generation_speed.py                    # `small` sizes, a few minutes on 2 cores
+    python benchmarks/generation_speed.py                    # `small`, B = 1 and 8, minutes
     python benchmarks/generation_speed.py --preset tiny      # smoke run, seconds
-    python benchmarks/generation_speed.py --preset base --device cuda
+    python benchmarks/generation_speed.py --preset base --device cuda --batch 1 8 32
     python benchmarks/generation_speed.py --threads 1        # on a shared, busy CPU machine
 
 The paper's Table 1 (RTX 4080): HMA-Base MaskGIT 22.7 FPS, IRASim-XL 0.28 FPS (0.58 amortised
 over its 15-frame clip), i.e. masked autoregression is >= 15x faster at equal size because it
 never runs the whole transformer once per denoising step. Here all three models share a token
 problem: 64 px frames through an untrained /8 tokenizer (FSQ codes for MaskGIT, KL latents for
-the diffusion models), an 8x8 grid. Each generates a 16-frame video (1 prompt frame + 15 new;
-exactly one DiT clip) and frames/s counts the 15 new frames, decoded to pixels (decode timed).
-Every FPS is printed beside its step counts, each method at its published default: HMA 2 MaskGIT
-passes per frame (+1 pass committing the frame to the KV cache), the MAR head 100 diffusion steps
-per pass, the DiT 50 denoising steps of the whole transformer over the whole clip (IRASim's PNDM
-step count; DDIM-style deterministic steps here). Weights are untrained: speed does not depend
-on them. The script prints figures and ratios; it asserts nothing about speed.
+the diffusion models), an 8x8 grid. Each generates B rollouts together (`--batch`), each a
+16-frame video (1 prompt frame + 15 new; exactly one DiT clip), and frames/s counts the B x 15
+new frames, decoded to pixels (decode timed). Every FPS is printed beside its step counts, each
+method at its published default: HMA 2 MaskGIT passes per frame (the finished frame is
+committed to the KV cache in the next frame's first pass: no extra pass), the MAR head 100
+diffusion steps per pass, the DiT 50 denoising steps of the whole transformer over the whole
+clip (IRASim's PNDM step count; DDIM-style deterministic steps here).
+
+Two protocols for the DiT. Paper's protocol (amortised): one 50-step denoising of a 16-frame clip
+yields 15 frames, IRASim's cost amortised over its 15 frames. Interactive simulator: a new
+action arrives every step and the next frame must exist before the one after it is asked for,
+so the DiT runs its full 50-step denoising over its 16-frame clip for every frame (the new
+action leads into frame 1, which is kept; the other slots take zero actions) — HMA's cost per
+frame is the same in both protocols. Weights are untrained: speed does not depend on them. The
+script prints figures and ratios; it asserts nothing about speed.
 """
 
 from __future__ import annotations
@@ -136,17 +144,137 @@ def timed(fn: Callable[[], object], device: torch.device) -> Timing:
     return Timing(time.perf_counter() - wall, time.process_time() - cpu)
 
 
+@dataclass
+class Bench:
+    """Everything one measurement needs: the models, tokenizers, prompts and settings."""
+
+    args: argparse.Namespace
+    device: torch.device
+    models: dict[str, torch.nn.Module]
+    vq: Tokenizer
+    soft: Tokenizer
+    prompt_vq: torch.Tensor  # [1,T0,h,w]
+    prompt_soft: torch.Tensor  # [1,T0,C,h,w]
+    gen: torch.Generator
+
+    def actions(self, batch: int, horizon: int) -> torch.Tensor:
+        return torch.randn(batch, horizon, ACTION_WIDTH, generator=self.gen, device=self.device)
+
+    def hma(self, name: str, batch: int, horizon: int, decode: bool = True) -> None:
+        """B rollouts of `horizon` new frames, together; decoded to pixels."""
+        vq = name == "HMA-MaskGIT"
+        prompt = self.prompt_vq if vq else self.prompt_soft
+        prompt = prompt.expand(batch, *prompt.shape[1:])  # [B,T0,...]: B rollouts, one prompt
+        out = self.models[name].rollout(
+            prompt,
+            self.actions(batch, horizon),
+            horizon=horizon,
+            steps=self.args.maskgit_steps,
+            generator=self.gen,
+        )
+        if decode:
+            (self.vq if vq else self.soft).decode(out.tokens[:, PROMPT_FRAMES:].flatten(0, 1))
+
+    def dit(self, batch: int, horizon: int) -> None:
+        """Paper's protocol: clips of 15 frames, each one 50-step denoising of the clip."""
+        prompt = self.prompt_soft.expand(batch, *self.prompt_soft.shape[1:])  # [B,T0,C,h,w]
+        out = self.models[DIT].rollout(prompt, self.actions(batch, horizon), self.gen)
+        self.soft.decode(out[:, PROMPT_FRAMES:].flatten(0, 1))  # [B*H,C,h,w]
+
+    def dit_interactive(self, batch: int, frames: int) -> None:
+        """Interactive protocol: one new action per step, the full clip denoised per frame."""
+        dit = self.models[DIT]
+        last = self.prompt_soft[:, -1].expand(batch, -1, -1, -1)  # [B,C,h,w]
+        for _ in range(frames):
+            chunk = torch.zeros(batch, CLIP_FRAMES - 1, ACTION_WIDTH, device=self.device)
+            chunk[:, 0] = self.actions(batch, 1)[:, 0]  # only the newest action is known
+            last = dit.sample(last, chunk, generator=self.gen)[:, 1]  # [B,C,h,w]
+            self.soft.decode(last)
+
+
+DIT = "DiT (IRASim-like)"
+
+
+def measure(bench: Bench, batch: int) -> None:
+    """Print one table (frames/s of all B rollouts' frames) and the speed ratios for B."""
+    args, device, models = bench.args, bench.device, bench.models
+    new = CLIP_FRAMES - PROMPT_FRAMES
+    reference = count(models["HMA-MaskGIT"])
+    runs: dict[str, tuple[Callable[[], object], int, str]] = {
+        "HMA-MaskGIT": (
+            lambda: bench.hma("HMA-MaskGIT", batch, new),
+            new,
+            f"{args.maskgit_steps} MaskGIT passes/frame (cache commit folded in)",
+        ),
+        "HMA-MAR": (
+            lambda: bench.hma("HMA-MAR", batch, new),
+            new,
+            f"{args.maskgit_steps} passes/frame x {args.diffusion_steps} head DDIM steps",
+        ),
+        DIT: (
+            lambda: bench.dit(batch, new),
+            new,
+            f"{args.dit_steps} full-transformer steps per {new}-frame clip (paper's protocol)",
+        ),
+        "DiT interactive": (
+            lambda: bench.dit_interactive(batch, args.interactive_frames),
+            args.interactive_frames,
+            f"{args.dit_steps} full-transformer steps over the {CLIP_FRAMES}-frame clip per frame",
+        ),
+    }
+    fps: dict[str, tuple[float, float]] = {}
+    print(f"\nB = {batch} rollouts together (frames/s counts all {batch} rollouts' frames)")
+    header = f"{'model':<20}{'params':>12}{'vs MaskGIT':>12}{'frames/s':>10}{'frames/CPU-s':>14}"
+    print(f"{header}  steps")
+    for name, (run, frames, steps) in runs.items():
+        fps[name] = timed(run, device).rate(batch * frames)
+        n = count(models[DIT if name == "DiT interactive" else name])
+        ratio = n / reference
+        flag = "" if abs(ratio - 1) <= TOLERANCE else "  (outside +-10%)"
+        wall, cpu = fps[name]
+        print(f"{name:<20}{n:>12,}{ratio:>11.2f}x{wall:>10.2f}{cpu:>14.2f}  {steps}{flag}")
+    protocols = {
+        "paper's protocol (IRASim amortised over 15 frames)": DIT,
+        "interactive simulator (DiT denoises its whole clip per frame)": "DiT interactive",
+    }
+    for label, dit in protocols.items():
+        print(f"speed vs DiT, {label}:")
+        for name in ("HMA-MaskGIT", "HMA-MAR"):
+            wall, cpu = (fps[name][i] / fps[dit][i] for i in (0, 1))
+            print(f"  {name} / DiT: {wall:.1f}x wall clock, {cpu:.1f}x CPU time")
+
+    per_frame = {}
+    for horizon in (CLIP_FRAMES, args.long):
+        timing = timed(lambda h=horizon: bench.hma("HMA-MaskGIT", batch, h, decode=False), device)
+        per_frame[horizon] = (timing.wall / horizon, timing.cpu / horizon)
+    short, long = per_frame[CLIP_FRAMES], per_frame[args.long]
+    print(
+        f"HMA-MaskGIT per-frame cost (B = {batch}, model only, KV cache, window {CLIP_FRAMES}): "
+        f"{short[0] * 1e3:.1f} ms ({short[1] * 1e3:.1f} CPU-ms) at horizon {CLIP_FRAMES}, "
+        f"{long[0] * 1e3:.1f} ms ({long[1] * 1e3:.1f} CPU-ms) at {args.long}; "
+        f"ratio {long[0] / short[0]:.2f} wall, {long[1] / short[1]:.2f} CPU (target <= 1.2)"
+    )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--preset", choices=sorted(PRESETS), default="small")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument(
+        "--batch", type=int, nargs="+", default=[1, 8], help="rollouts generated together"
+    )
     parser.add_argument("--maskgit-steps", type=int, default=2, help="passes per frame")
     parser.add_argument("--diffusion-steps", type=int, default=100, help="MAR head DDIM steps")
     parser.add_argument("--dit-steps", type=int, default=50, help="DiT denoising steps")
+    parser.add_argument(
+        "--interactive-frames", type=int, default=1, help="frames timed, interactive DiT"
+    )
     parser.add_argument("--long", type=int, default=LONG_HORIZON, help="long-horizon frames")
     parser.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: default)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
+    if min(args.batch) < 1 or args.interactive_frames < 1:
+        parser.error("--batch and --interactive-frames must be >= 1")
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -155,80 +283,31 @@ def main(argv: list[str] | None = None) -> None:
     vq = build_tokenizer(fsq("tiny"), device=device)
     soft = build_tokenizer(kl("tiny"), device=device)
     models = build(preset, vq, soft, args)
-    reference = count(models["HMA-MaskGIT"])
     print(
         f"preset {args.preset} on {device} ({torch.get_num_threads()} threads): "
         f"{FRAME_PX} px frames -> {vq.token_grid(FRAME_PX, FRAME_PX)} tokens; "
-        f"{PROMPT_FRAMES} prompt + {CLIP_FRAMES - PROMPT_FRAMES} new frames, decode included"
+        f"{PROMPT_FRAMES} prompt + {CLIP_FRAMES - PROMPT_FRAMES} new frames per rollout, "
+        "decode included"
     )
-
-    gen = torch.Generator(device=device).manual_seed(args.seed)
     frames = torch.randint(0, 256, (PROMPT_FRAMES, FRAME_PX, FRAME_PX, 3), dtype=torch.uint8)
-    prompt_vq = vq.encode(frames).long()[None]  # [1,T0,h,w]
-    prompt_soft = soft.encode(frames)[None]  # [1,T0,C,h,w]
-    new = CLIP_FRAMES - PROMPT_FRAMES
-
-    def actions(horizon: int) -> torch.Tensor:
-        return torch.randn(1, horizon, ACTION_WIDTH, generator=gen, device=device)
-
-    def hma_video(model: HMA, prompt: torch.Tensor, tokenizer: Tokenizer, horizon: int):
-        out = model.rollout(
-            prompt, actions(horizon), horizon=horizon, steps=args.maskgit_steps, generator=gen
-        )
-        return tokenizer.decode(out.tokens[0, PROMPT_FRAMES:])
-
-    def dit_video(horizon: int):
-        out = models["DiT (IRASim-like)"].rollout(prompt_soft, actions(horizon), gen)
-        return soft.decode(out[0, PROMPT_FRAMES:])
-
-    runs = {
-        "HMA-MaskGIT": (
-            lambda h: hma_video(models["HMA-MaskGIT"], prompt_vq, vq, h),
-            f"{args.maskgit_steps} MaskGIT passes/frame (+1 cache commit)",
-        ),
-        "HMA-MAR": (
-            lambda h: hma_video(models["HMA-MAR"], prompt_soft, soft, h),
-            f"{args.maskgit_steps} passes/frame x {args.diffusion_steps} head DDIM steps",
-        ),
-        "DiT (IRASim-like)": (
-            dit_video,
-            f"{args.dit_steps} full-transformer steps per {new}-frame clip",
-        ),
-    }
-    fps: dict[str, tuple[float, float]] = {}
-    header = f"{'model':<20}{'params':>12}{'vs MaskGIT':>12}{'frames/s':>10}{'frames/CPU-s':>14}"
-    print(f"\n{header}  steps")
+    bench = Bench(
+        args=args,
+        device=device,
+        models=models,
+        vq=vq,
+        soft=soft,
+        prompt_vq=vq.encode(frames).long()[None],  # [1,T0,h,w]
+        prompt_soft=soft.encode(frames)[None],  # [1,T0,C,h,w]
+        gen=torch.Generator(device=device).manual_seed(args.seed),
+    )
     with torch.inference_mode():
-        for name, (run, steps) in runs.items():
-            run(2)  # warm-up: first-call allocations and kernel selection
-            fps[name] = timed(lambda run=run: run(new), device).rate(new)
-            n = count(models[name])
-            ratio = n / reference
-            flag = "" if abs(ratio - 1) <= TOLERANCE else "  (outside +-10%)"
-            wall, cpu = fps[name]
-            print(f"{name:<20}{n:>12,}{ratio:>11.2f}x{wall:>10.2f}{cpu:>14.2f}  {steps}{flag}")
-        for name in ("HMA-MaskGIT", "HMA-MAR"):
-            wall, cpu = (fps[name][i] / fps["DiT (IRASim-like)"][i] for i in (0, 1))
-            print(f"{name} / DiT speed: {wall:.1f}x wall clock, {cpu:.1f}x CPU time")
-        print("(paper, RTX 4080: MaskGIT 22.7 FPS vs IRASim 0.58 amortised: 39x; target >= 30x)")
-
-        maskgit = models["HMA-MaskGIT"]
-        per_frame = {}
-        for horizon in (CLIP_FRAMES, args.long):
-            timing = timed(
-                lambda h=horizon: maskgit.rollout(
-                    prompt_vq, actions(h), horizon=h, steps=args.maskgit_steps, generator=gen
-                ),
-                device,
-            )
-            per_frame[horizon] = (timing.wall / horizon, timing.cpu / horizon)
-        short, long = per_frame[CLIP_FRAMES], per_frame[args.long]
-        print(
-            f"HMA-MaskGIT per-frame cost with the KV cache (model only, window {CLIP_FRAMES}): "
-            f"{short[0] * 1e3:.1f} ms ({short[1] * 1e3:.1f} CPU-ms) at horizon {CLIP_FRAMES}, "
-            f"{long[0] * 1e3:.1f} ms ({long[1] * 1e3:.1f} CPU-ms) at {args.long}; "
-            f"ratio {long[0] / short[0]:.2f} wall, {long[1] / short[1]:.2f} CPU (target <= 1.2)"
-        )
+        # warm-up at B = 1: first-call allocations and kernel selection
+        bench.hma("HMA-MaskGIT", 1, 2)
+        bench.hma("HMA-MAR", 1, 2)
+        bench.dit(1, 2)
+        for batch in args.batch:
+            measure(bench, batch)
+        print("(paper, RTX 4080: MaskGIT 22.7 FPS vs IRASim 0.58 amortised: 39x; target >= 15x)")
 
     with torch.device("meta"):
         base = HMA(model_config("base", datasets={DATASET: ACTION_WIDTH}))

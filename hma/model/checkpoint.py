@@ -15,14 +15,13 @@ from typing import Any
 
 import torch
 from pydantic import ValidationError
-from safetensors import SafetensorError
-from safetensors.torch import load as load_tensor_bytes
 from safetensors.torch import save as save_tensor_bytes
 
 from hma import storage
 from hma.errors import HmaError
 from hma.model.config import ModelConfig
 from hma.model.hma import HMA
+from hma.tokenize.checkpoint import read_tensors
 
 FORMAT = "hma-model"
 VERSION = 1
@@ -81,15 +80,7 @@ def load_weights(model: HMA, url: str, strict: bool = True) -> None:
     """Load the weights at `url` into `model`. strict=False allows tensors missing from the
     file (e.g. the stem/head of a dataset added after pre-training), never a shape mismatch."""
     path = storage.join(url, WEIGHTS_FILE)
-    try:
-        with storage.open_file(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: missing") from None
-    try:
-        tensors = load_tensor_bytes(data)
-    except (SafetensorError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{path}: corrupted or not a safetensors file ({e})") from None
+    tensors = read_tensors(path, CheckpointError)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(tensors))
     unexpected = sorted(set(tensors) - set(expected))

@@ -144,10 +144,12 @@ class HMA(nn.Module):
         x: torch.Tensor,
         action: torch.Tensor,
         cache: KVCache | None = None,
-        append: bool = False,
+        append: bool | int = False,
     ) -> torch.Tensor:
         """x [B,T,S',D], per-frame action embeddings [B,T,D] -> features [B,T,S',D]. With a
-        cache, x holds the frames after the cached ones; `append` commits them to the cache."""
+        cache, x holds the frames after the cached ones; `append` commits them to the cache:
+        True all T frames, an int the first that many (the later frames are queries only;
+        attention is causal in time, so the committed frames' keys/values do not see them)."""
         t = x.shape[1]
         window = self.config.window
         past_frames = cache.frames if cache is not None else 0
@@ -171,8 +173,15 @@ class HMA(nn.Module):
         for i, block in enumerate(self.blocks):
             x, k, v = block(x, temporal, i, cond=cond, context=context)
             new_kv.append((k, v))
-        if cache is not None and append:
-            cache.extend(new_kv, context, t)
+        commit = t if append is True else int(append)
+        if not 0 <= commit <= t:
+            raise ValueError(f"append must be a bool or 0..{t} frames, got {append}")
+        if cache is not None and commit:
+            queries = t - commit  # trailing frames that are not committed
+            new_kv = [(k[:, :, :commit], v[:, :, :commit]) for k, v in new_kv]  # [B*S,H,c,E]
+            if context is not None:
+                context = context[:, : context.shape[1] - queries]  # [B,P+c,D]
+            cache.extend(new_kv, context, commit)
         return self.norm(x)
 
     def forward(
@@ -184,9 +193,10 @@ class HMA(nn.Module):
         action_mask: torch.Tensor | None = None,
         null_actions: bool = False,
         cache: KVCache | None = None,
-        append: bool = False,
+        append: bool | int = False,
     ) -> Output:
-        """tokens [B,T,h,w] | [B,T,C,h,w], actions [B,T,A_max], masks bool [B,T,S] / [B,T]."""
+        """tokens [B,T,h,w] | [B,T,C,h,w], actions [B,T,A_max], masks bool [B,T,S] / [B,T].
+        `append` (with a cache): True commits every frame, an int the first that many."""
         flat = self.flatten_tokens(tokens)
         if actions.shape[:2] != tokens.shape[:2]:
             raise ValueError(

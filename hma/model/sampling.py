@@ -10,13 +10,18 @@ tokens are never re-sampled. In policy/full mode the frame's action chunk is the
 one more pass (video given, action masked).
 
 KV cache: only the frames in flight run through the trunk. Spatial attention stays within
-the new frame; temporal attention reads the cached keys/values of earlier frames. A frame is
-committed to the cache (one extra pass with its final tokens and action) just before the next
-frame needs it. Temporal positions are rotary, so cached keys stay valid when the sliding
-window (config.window frames) drops the oldest frame; the cache never holds more than
-window - 1 frames, so the cost per frame is flat in the horizon. `use_cache=False` recomputes
-the trunk over every frame so far with the same banded causal mask: the reference the cached
-path must equal (and, within the window, exactly the training forward pass).
+the new frame; temporal attention reads the cached keys/values of earlier frames. A finished
+frame is committed to the cache (its final tokens and action) in the same trunk call as the
+first pass of the next frame: the two frames run together, causal in time, and only the
+finished one's keys/values are appended. A new frame thus costs `steps` trunk calls, not
+steps + 1, with results equal to a separate commit pass (the finished frame never sees the
+next one). The arithmetic is the same either way; what is saved is one call's fixed cost
+(dispatch through every layer), which dominates at small batch. Temporal positions are
+rotary, so cached keys stay valid when the sliding window (config.window frames) drops the
+oldest frame; the cache never holds more than window - 1 frames, so the cost per frame is
+flat in the horizon. `use_cache=False` recomputes the trunk over every frame so far with the
+same banded causal mask: the reference the cached path must equal (and, within the window,
+exactly the training forward pass).
 """
 
 from __future__ import annotations
@@ -125,9 +130,15 @@ def rollout(
     cache = model.new_cache() if use_cache else None
     sample_kwargs: dict[str, Any] = {} if top_k is None else {"top_k": top_k}
 
+    committed = 0  # frames before this are in the cache (cached path)
+
     def run(first: int, last: int, video_mask: torch.Tensor | None, append: bool) -> Output:
-        """Trunk outputs for frames first..last-1 (cached: only those frames run)."""
-        start = first if cache is not None else 0
+        """Trunk outputs for frames first..last-1 (video_mask [B,last-first,S]). Cached: the
+        finished frames committed..first-1 ride along in the same call and are committed to
+        the cache (causal in time: the later frames do not change them); uncached: every
+        frame from 0 is recomputed."""
+        nonlocal committed
+        start = committed if cache is not None else 0
         vm = None
         if video_mask is not None:
             vm = torch.zeros(b, last - start, s, dtype=torch.bool, device=device)
@@ -140,19 +151,15 @@ def rollout(
             action_mask=(~known[start:last])[None].expand(b, -1),
             null_actions=null,
             cache=cache,
-            append=append,
+            append=(last if append else first) - start if cache is not None else False,
         )
+        if cache is not None:
+            committed = last if append else first
         out.video, out.action = out.video[:, first - start :], out.action[:, first - start :]
         return out
 
-    committed = 0  # frames before this are in the cache
     for t in range(n):
         needs_video, needs_action = t >= t0, predict_actions and not bool(known[t])
-        if not (needs_video or needs_action):
-            continue
-        if cache is not None and committed < t:
-            run(committed, t, None, append=True)
-        committed = t
         if needs_video:
             flat[:, t] = _generate_frame(
                 model, run, t, b, s, steps, temperature, generator, sample_kwargs, flat[:, t]

@@ -15,7 +15,6 @@ stores' tokenizer fingerprint before any worker starts.
 from __future__ import annotations
 
 import argparse
-import tempfile
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +28,12 @@ from hma.pipeline import pretrain_checkpoint as ckpt
 from hma.pipeline.mixing import MixedSource
 from hma.pipeline.pretrain_config import PretrainConfig, resolve_model_config
 from hma.tokenize.progress import ProgressPrinter
-from hma.tokenize.train import run_storage, scaling_config
+from hma.tokenize.train import (
+    publish_tensorboard,
+    run_config,
+    scaling_config,
+    tensorboard_logdir,
+)
 
 BAR_WIDTH = 20
 CONSOLE_KEYS = ("loss", "video_loss", "action_loss", "lr", "grad_norm", "tokens_per_s")
@@ -146,19 +150,6 @@ def format_record(record: dict[str, Any], max_steps: int) -> str:
     return "  ".join(parts)
 
 
-def run_config(config: PretrainConfig):  # -> ray.train.RunConfig
-    import ray.train
-
-    path, filesystem = run_storage(config.storage_path)
-    return ray.train.RunConfig(
-        name=config.name,
-        storage_path=path,
-        storage_filesystem=filesystem,
-        checkpoint_config=ray.train.CheckpointConfig(num_to_keep=config.keep_checkpoints),
-        failure_config=ray.train.FailureConfig(max_failures=config.max_failures),
-    )
-
-
 def run_pretrain(
     config: PretrainConfig, address: str | None = None, echo: bool = True
 ) -> PretrainResult:
@@ -174,10 +165,7 @@ def run_pretrain(
         for line in describe(config, decided):
             print(line, flush=True)
     run_url = storage.join(config.storage_path, config.name)
-    remote = storage.is_remote(config.storage_path)
-    logdir = config.tensorboard_dir or (
-        tempfile.mkdtemp(prefix="hma-tb-") if remote else storage.join(run_url, "tensorboard")
-    )
+    logdir = tensorboard_logdir(config, run_url)
     with PretrainProgress(logdir, config.max_steps, echo) as progress:
         fit = TorchTrainer(
             _train_loop,
@@ -188,12 +176,9 @@ def run_pretrain(
                 "progress": progress.channel,
             },
             scaling_config=scaling_config(config),
-            run_config=run_config(config),
+            run_config=run_config(config, config.max_failures),
         ).fit()
-    if remote and not config.tensorboard_dir:
-        fs, path = storage.filesystem(storage.join(run_url, "tensorboard"))
-        fs.put(logdir + "/", path, recursive=True)
-        logdir = storage.join(run_url, "tensorboard")
+    logdir = publish_tensorboard(config, run_url, logdir)
     newest = ckpt.latest(run_url)
     if newest is None:
         raise RuntimeError(f"{run_url}: training finished without a checkpoint")

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -26,7 +27,8 @@ import torch
 
 from hma import storage
 from hma.errors import HmaError
-from hma.tokenize.checkpoint import RUN_CHECKPOINT, load_state, save_state
+from hma.stats import ActionStats
+from hma.tokenize.checkpoint import load_state, newest_run_checkpoint, save_state
 
 FORMAT = "hma-pretrain"
 VERSION = 1
@@ -71,6 +73,60 @@ def save(
         json.dump({"format": FORMAT, "version": VERSION, **meta}, f, indent=2, sort_keys=True)
 
 
+def save_untrained(
+    url: str,
+    stats: dict[str, ActionStats],
+    frame: int,
+    preset: str = "tiny",
+    store: str = "",
+    train_windows: int = 0,
+    prepare: Callable[[Any, Any], None] | None = None,
+) -> str:
+    """Write a checkpoint with untrained weights to `url` and return `url` (for benchmarks and
+    tests: speed and plumbing do not depend on the weights). A tiny FSQ tokenizer under
+    `url`/tokenizer, an HMA of `preset` on `frame` px frames for the datasets of `stats` (action
+    width stride x action_dim from the registry), and a pretrain.json shaped like a pretraining
+    run's, with `stats` as each dataset's action statistics and equal mixing weights.
+    `prepare(model, tokenizer)` may change the model before it is saved. Seed torch first for
+    reproducible weights."""
+    from hma.episodes import load_registry
+    from hma.model import HMA, model_config
+    from hma.pipeline.store_layout import TokenizerInfo
+    from hma.tokenize.checkpoint import build_tokenizer, save_tokenizer
+    from hma.tokenize.presets import fsq
+
+    tokenizer = build_tokenizer(fsq("tiny"))
+    tok_url = storage.join(url, "tokenizer")
+    save_tokenizer(tokenizer, tok_url)
+    info = TokenizerInfo.from_tokenizer(tokenizer, tok_url, (frame, frame))
+    registry = load_registry()
+    specs = {name: registry.get(name) for name in stats}
+    config = model_config(
+        preset,
+        vocab_size=info.vocab_size,
+        grid=tuple(info.grid),
+        datasets={name: spec.stride * spec.action_dim for name, spec in specs.items()},
+    )
+    model = HMA(config)
+    if prepare is not None:
+        prepare(model, tokenizer)
+    datasets = {
+        name: {
+            "store": store,
+            "registry": spec.model_dump(mode="json"),
+            "stride": spec.stride,
+            "action_dim": spec.action_dim,
+            "action_stats": stats[name].to_dict(exact=True),
+            "train_windows": train_windows,
+            "weight": 1.0 / len(specs),
+        }
+        for name, spec in specs.items()
+    }
+    meta = {"tokenizer": info.to_dict(), "datasets": datasets, "init_from": None, "step": 0}
+    save(url, model.state_dict(), config.model_dump(mode="json"), {}, meta)
+    return url
+
+
 def read_meta(url: str) -> dict[str, Any]:
     path = storage.join(url, META_FILE)
     try:
@@ -98,20 +154,7 @@ def latest(url: str) -> str | None:
     Train run directory), else None."""
     if storage.exists(storage.join(url, META_FILE)):
         return url
-    if not storage.isdir(url):
-        return None
-    fs, path = storage.filesystem(url)
-    fs.invalidate_cache(path)
-    names = sorted(
-        p.rstrip("/").rsplit("/", 1)[-1]
-        for p in fs.ls(path, detail=False)
-        if RUN_CHECKPOINT.fullmatch(p.rstrip("/").rsplit("/", 1)[-1])
-    )
-    for name in reversed(names):
-        child = storage.join(url, name)
-        if storage.exists(storage.join(child, META_FILE)):
-            return child
-    return None
+    return newest_run_checkpoint(url, META_FILE)
 
 
 def resolve(url: str) -> str:

@@ -81,22 +81,35 @@ def save_net(net: nn.Module, config: dict[str, Any], url: str) -> str:
     return fingerprint
 
 
+def newest_run_checkpoint(url: str, marker: str) -> str | None:
+    """The newest complete `checkpoint_*` child of `url` (a Ray Train run directory): the last by
+    name that holds `marker`, the file a checkpoint writes last. None if there is none."""
+    if not storage.isdir(url):
+        return None
+    fs, path = storage.filesystem(url)
+    fs.invalidate_cache(path)  # a run writes new checkpoints while readers poll it
+    names = sorted(
+        p.rstrip("/").rsplit("/", 1)[-1]
+        for p in fs.ls(path, detail=False)
+        if RUN_CHECKPOINT.fullmatch(p.rstrip("/").rsplit("/", 1)[-1])
+    )
+    for name in reversed(names):
+        child = storage.join(url, name)
+        if storage.exists(storage.join(child, marker)):
+            return child
+    return None
+
+
 def resolve(url: str) -> str:
     """`url` itself if it holds config.json, else its newest `checkpoint_*` child (a Ray run)."""
     if storage.exists(storage.join(url, CONFIG_FILE)):
         return url
-    if storage.isdir(url):
-        fs, path = storage.filesystem(url)
-        children = sorted(
-            p.rstrip("/").rsplit("/", 1)[-1]
-            for p in fs.ls(path, detail=False)
-            if RUN_CHECKPOINT.fullmatch(p.rstrip("/").rsplit("/", 1)[-1])
+    found = newest_run_checkpoint(url, CONFIG_FILE)
+    if found is None:
+        raise CheckpointError(
+            f"{url}: not a tokenizer checkpoint (no {CONFIG_FILE} in it or below)"
         )
-        for name in reversed(children):
-            child = storage.join(url, name)
-            if storage.exists(storage.join(child, CONFIG_FILE)):
-                return child
-    raise CheckpointError(f"{url}: not a tokenizer checkpoint (no {CONFIG_FILE} in it or below)")
+    return found
 
 
 def _read_json(path: str, missing: str) -> Any:
@@ -132,7 +145,7 @@ def load_net(url: str) -> tuple[nn.Module, dict[str, Any], str]:
         raise CheckpointError(str(e)) from None
     net = config.build()
     weights = storage.join(url, WEIGHTS_FILE)
-    tensors = _read_tensors(weights)
+    tensors = read_tensors(weights)
     _check_tensors(net, tensors, weights)
     net.load_state_dict(tensors, strict=True)
     return net, config_dict(config), str(record.get("fingerprint", ""))
@@ -156,16 +169,18 @@ def load_tokenizer(url: str, device: str | torch.device = "cpu", batch_size: int
     return tokenizer
 
 
-def _read_tensors(url: str) -> dict[str, torch.Tensor]:
+def read_tensors(url: str, error: type[Exception] = CheckpointError) -> dict[str, torch.Tensor]:
+    """The tensors of the safetensors file at `url`; a missing or unreadable file raises `error`
+    naming it (each checkpoint format passes its own error class)."""
     try:
         with storage.open_file(url, "rb") as f:
             data = f.read()
     except FileNotFoundError:
-        raise CheckpointError(f"{url}: missing") from None
+        raise error(f"{url}: missing") from None
     try:
         return load_tensor_bytes(data)
     except (SafetensorError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{url}: corrupted or not a safetensors file ({e})") from None
+        raise error(f"{url}: corrupted or not a safetensors file ({e})") from None
 
 
 def _check_tensors(net: nn.Module, tensors: dict[str, torch.Tensor], url: str) -> None:
@@ -205,7 +220,7 @@ def load_state(url: str) -> dict[str, Any]:
     """The state `save_state` wrote, with tensors back in place."""
     path = storage.join(url, STATE_JSON)
     plain = _read_json(path, "missing (checkpoint has no trainer state)")
-    tensors = _read_tensors(storage.join(url, STATE_TENSORS))
+    tensors = read_tensors(storage.join(url, STATE_TENSORS))
     return _join_tensors(plain, tensors)
 
 

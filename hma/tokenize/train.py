@@ -233,7 +233,9 @@ def scaling_config(config: TrainConfig):  # -> ray.train.ScalingConfig
     )
 
 
-def run_config(config: TrainConfig):  # -> ray.train.RunConfig
+def run_config(config: Any, max_failures: int = 0):  # -> ray.train.RunConfig
+    """Ray Train's run config for `config` (a TrainConfig or PretrainConfig: its name,
+    storage_path and keep_checkpoints); `max_failures` worker-group restarts (-1: always)."""
     import ray.train
 
     path, filesystem = run_storage(config.storage_path)
@@ -242,7 +244,29 @@ def run_config(config: TrainConfig):  # -> ray.train.RunConfig
         storage_path=path,
         storage_filesystem=filesystem,
         checkpoint_config=ray.train.CheckpointConfig(num_to_keep=config.keep_checkpoints),
+        failure_config=ray.train.FailureConfig(max_failures=max_failures),
     )
+
+
+def tensorboard_logdir(config: Any, run_url: str) -> str:
+    """Where the driver writes TensorBoard events during a run of `config` (a TrainConfig or
+    PretrainConfig): its tensorboard_dir, else the run's tensorboard/, which for an s3:// run
+    is staged in a local temporary directory (publish_tensorboard uploads it)."""
+    if config.tensorboard_dir:
+        return config.tensorboard_dir
+    if storage.is_remote(config.storage_path):
+        return tempfile.mkdtemp(prefix="hma-tb-")
+    return storage.join(run_url, "tensorboard")
+
+
+def publish_tensorboard(config: Any, run_url: str, logdir: str) -> str:
+    """After the run: upload a staged `logdir` to the run's tensorboard/; the events' final URL."""
+    if config.tensorboard_dir or not storage.is_remote(config.storage_path):
+        return logdir
+    target = storage.join(run_url, "tensorboard")
+    fs, path = storage.filesystem(target)
+    fs.put(logdir + "/", path, recursive=True)
+    return target
 
 
 def train(config: TrainConfig, echo: bool = True) -> TrainResult:
@@ -256,10 +280,7 @@ def train(config: TrainConfig, echo: bool = True) -> TrainResult:
     if config.val_frames:
         datasets["val"] = frame_dataset(config.data, "val", config.seed)
     datasets = {k: ds.select_columns(["frame"]) for k, ds in datasets.items()}
-    remote = storage.is_remote(config.storage_path)
-    logdir = config.tensorboard_dir or (
-        tempfile.mkdtemp(prefix="hma-tb-") if remote else storage.join(run_url, "tensorboard")
-    )
+    logdir = tensorboard_logdir(config, run_url)
     with ProgressPrinter(logdir, config.max_steps, echo) as progress:
         fit = TorchTrainer(
             train_loop_per_worker,
@@ -272,10 +293,7 @@ def train(config: TrainConfig, echo: bool = True) -> TrainResult:
             datasets=datasets,
             dataset_config=ray.train.DataConfig(datasets_to_split=["train"]),
         ).fit()
-    if remote and not config.tensorboard_dir:
-        fs, path = storage.filesystem(storage.join(run_url, "tensorboard"))
-        fs.put(logdir + "/", path, recursive=True)
-        logdir = storage.join(run_url, "tensorboard")
+    logdir = publish_tensorboard(config, run_url, logdir)
     if fit.checkpoint is None:
         raise RuntimeError(f"{run_url}: training finished without a checkpoint")
     checkpoint = storage.join(run_url, os.path.basename(fit.checkpoint.path.rstrip("/")))

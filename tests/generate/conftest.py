@@ -1,11 +1,12 @@
 """A tiny pretraining checkpoint (untrained weights, real files) for the generation tests.
 
-`tiny_checkpoint` is a session fixture: a tiny FSQ tokenizer (saved with save_tokenizer), a tiny
-HMA for robosuite_lift and tabletop (action widths stride x action_dim from the registry) and a
-pretrain.json shaped like hma.pipeline.pretrain.plan()'s meta, with action statistics of the
-datasets' real action ranges (uniform in robosuite's [-1, 1] OSC deltas, tabletop's +-0.1
-effector deltas; the same ranges `source_episode` draws from). Model frames are 32 px, so the
-64 px test datasets exercise resizing both ways.
+`tiny_checkpoint` is a session fixture (`world_model` loads it once per test module): a tiny FSQ
+tokenizer (saved with save_tokenizer), a tiny HMA for robosuite_lift and tabletop (action widths
+stride x action_dim from the registry) and a pretrain.json shaped like
+hma.pipeline.pretrain.plan()'s meta, with action statistics of the datasets' real action ranges
+(uniform in robosuite's [-1, 1] OSC deltas, tabletop's +-0.1 effector deltas; the same ranges
+`source_episode` draws from). Model frames are 32 px, so the 64 px test datasets exercise
+resizing both ways. Every test module here runs torch single-threaded (`_one_thread`).
 
 The action heads are calibrated (`calibrate_heads`) so that the untrained model proposes actions
 spread like real ones instead of collapsing onto the mean; `collapsed_checkpoint` keeps
@@ -19,8 +20,8 @@ import pytest
 import torch
 
 from hma.episodes import Episode, load_registry
+from hma.generate.world_model import WorldModel
 from hma.pipeline import pretrain_checkpoint
-from hma.pipeline.store_layout import TokenizerInfo
 from hma.stats import ActionStats
 
 FRAME = 32  # model frame size; the tiny FSQ tokenizer downsamples by 8 -> a 4 x 4 token grid
@@ -37,43 +38,22 @@ def real_actions(dataset: str, steps: int, seed: int) -> np.ndarray:
 
 def build_checkpoint(url: str, head_scale: float | None, seed: int = 0) -> str:
     """Write a tiny untrained checkpoint to `url` (tokenizer under `url`/tokenizer)."""
-    from hma.model import HMA, model_config
-    from hma.tokenize.checkpoint import build_tokenizer, save_tokenizer
-    from hma.tokenize.presets import fsq
+
+    def calibrate(model, tokenizer) -> None:
+        clips = np.stack([source_episode("tabletop", i, 6, size=FRAME).frames for i in range(8)])
+        grid = model.config.grid
+        prompts = tokenizer.encode(clips.reshape(-1, FRAME, FRAME, 3)).reshape(8, 6, *grid)
+        calibrate_heads(model, head_scale, prompts.long())
 
     torch.manual_seed(seed)
-    tokenizer = build_tokenizer(fsq("tiny"))
-    tok_url = f"{url}/tokenizer"
-    save_tokenizer(tokenizer, tok_url)
-    info = TokenizerInfo.from_tokenizer(tokenizer, tok_url, (FRAME, FRAME))
-    registry = load_registry()
-    specs = {name: registry.get(name) for name in DATASETS}
-    widths = {name: s.stride * s.action_dim for name, s in specs.items()}
-    config = model_config(
-        "tiny", vocab_size=info.vocab_size, grid=tuple(info.grid), datasets=widths
+    return pretrain_checkpoint.save_untrained(
+        url,
+        {name: ActionStats.of(real_actions(name, 4000, seed=1)) for name in DATASETS},
+        FRAME,
+        store=f"{url}/store.zarr",
+        train_windows=10,
+        prepare=None if head_scale is None else calibrate,
     )
-    model = HMA(config)
-    if head_scale is not None:
-        clips = np.stack([source_episode("tabletop", i, 6, size=FRAME).frames for i in range(8)])
-        prompts = tokenizer.encode(clips.reshape(-1, FRAME, FRAME, 3)).reshape(8, 6, *info.grid)
-        calibrate_heads(model, head_scale, prompts.long())
-    datasets = {}
-    for name, spec in specs.items():
-        stats = ActionStats.of(real_actions(name, 4000, seed=1))
-        datasets[name] = {
-            "store": f"{url}/store.zarr",
-            "registry": spec.model_dump(mode="json"),
-            "stride": spec.stride,
-            "action_dim": spec.action_dim,
-            "action_stats": stats.to_dict(exact=True),
-            "train_windows": 10,
-            "weight": 0.5,
-        }
-    meta = {"tokenizer": info.to_dict(), "datasets": datasets, "init_from": None, "step": 0}
-    pretrain_checkpoint.save(
-        url, model.state_dict(), config.model_dump(mode="json"), {"step": torch.zeros(1)}, meta
-    )
-    return url
 
 
 @torch.no_grad()
@@ -92,6 +72,15 @@ def calibrate_heads(model, scale: float, clips: torch.Tensor) -> None:
         head.bias.copy_((head.bias - mean) * k)
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny models run fastest single-threaded, above all on a shared CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory) -> str:
     """URL of a tiny checkpoint for robosuite_lift and tabletop (see the module docstring)."""
@@ -102,6 +91,12 @@ def tiny_checkpoint(tmp_path_factory) -> str:
 def collapsed_checkpoint(tmp_path_factory) -> str:
     """The same tiny model with training's initial action heads: proposals ~ the mean action."""
     return build_checkpoint(str(tmp_path_factory.mktemp("ckpt") / "collapsed"), head_scale=None)
+
+
+@pytest.fixture(scope="module")
+def world_model(tiny_checkpoint) -> WorldModel:
+    """The tiny checkpoint loaded for generation (one per test module)."""
+    return WorldModel.load(tiny_checkpoint)
 
 
 def source_episode(dataset: str, index: int, steps: int, size: int = 64) -> Episode:

@@ -23,18 +23,9 @@ from hma.generate.policy_eval import (
 )
 from hma.generate.simulator import Simulator
 from hma.generate.success import SuccessClassifier, SuccessConfig, SuccessNet
-from hma.generate.world_model import WorldModel
 
 ENV = "tabletop"  # fast (pymunk), in the tiny checkpoint, stride 1
 MAX_STEPS = 24
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
@@ -42,11 +33,6 @@ def env():
     e = make_env(ENV, 64)
     yield e
     e.close()
-
-
-@pytest.fixture(scope="module")
-def world_model(tiny_checkpoint) -> WorldModel:
-    return WorldModel.load(tiny_checkpoint)
 
 
 def constant_classifier(logit: float, dataset: str = ENV) -> SuccessClassifier:

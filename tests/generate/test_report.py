@@ -13,7 +13,6 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from hma import formats
@@ -31,14 +30,6 @@ from hma.generate.report import (
 from tests.generate.conftest import source_episode
 
 HORIZON = 5
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _write_events(

@@ -16,20 +16,6 @@ DATASET = "robosuite_lift"  # stride 2, 7-D actions
 STRIDE, DIM = 2, 7
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models run fastest single-threaded, above all on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def world_model(tiny_checkpoint) -> WorldModel:
-    return WorldModel.load(tiny_checkpoint)
-
-
 @pytest.fixture(scope="module")
 def steerable(tiny_checkpoint) -> WorldModel:
     """The tiny model with random (not adaLN-zero) action modulation: untrained, yet its frames

@@ -7,7 +7,6 @@ import argparse
 
 import numpy as np
 import pytest
-import torch
 
 from hma import formats
 from hma.episodes import Episode, load_registry
@@ -25,14 +24,6 @@ from tests.generate.conftest import source_episode
 DATASET = "robosuite_lift"
 STEPS = 16
 FAST = SuccessConfig(image_size=32, widths=(8, 16), steps=120, seed=0)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _mark(frames: np.ndarray) -> np.ndarray:

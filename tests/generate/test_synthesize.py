@@ -11,7 +11,6 @@ import json
 import h5py
 import numpy as np
 import pytest
-import torch
 
 from hma import storage
 from hma.episodes import load_registry
@@ -31,14 +30,6 @@ from hma.stats import ActionStats
 from tests.generate.conftest import build_checkpoint, source_episode
 
 N, MIX = 5, 2
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

@@ -6,21 +6,26 @@ from __future__ import annotations
 import pytest
 import torch
 
-from hma.model import HMA
+from hma.model import HMA, Batch, ModelConfig
 from tests.model.conftest import CONDITIONINGS, random_batch, tiny
 
 T_CUT = 1  # outputs of frames 0..T_CUT must not move when frames > T_CUT change
 
 
-@pytest.mark.parametrize("conditioning", CONDITIONINGS)
-def test_future_frames_do_not_reach_the_past(conditioning):
+def live_model(conditioning: str) -> tuple[ModelConfig, HMA, Batch]:
+    """A tiny model in eval mode whose action path is live, and a full-window random batch."""
     config = tiny(conditioning=conditioning)
     model = HMA(config).eval()
     # adaLN starts at zero (identity): give the modulation weights so the action path is live
     for block in model.blocks:
         if block.modulation is not None:
             torch.nn.init.normal_(block.modulation[1].weight, std=0.2)
-    batch = random_batch(config, frames=config.window)
+    return config, model, random_batch(config, frames=config.window)
+
+
+@pytest.mark.parametrize("conditioning", CONDITIONINGS)
+def test_future_frames_do_not_reach_the_past(conditioning):
+    config, model, batch = live_model(conditioning)
     b, t = batch.tokens.shape[:2]
     video_mask = torch.rand(b, t, config.tokens_per_frame) < 0.5
     action_mask = torch.rand(b, t) < 0.5
@@ -44,12 +49,7 @@ def test_future_frames_do_not_reach_the_past(conditioning):
 @pytest.mark.parametrize("conditioning", CONDITIONINGS)
 def test_actions_condition_their_own_frame(conditioning):
     """Frame t's action reaches frame t's outputs (so the ablation variants really condition)."""
-    config = tiny(conditioning=conditioning)
-    model = HMA(config).eval()
-    for block in model.blocks:
-        if block.modulation is not None:
-            torch.nn.init.normal_(block.modulation[1].weight, std=0.2)
-    batch = random_batch(config, frames=config.window)
+    _, model, batch = live_model(conditioning)
     before = model(batch.tokens, batch.actions, batch.datasets)
     actions = batch.actions.clone()
     actions[:, T_CUT] += 5.0

@@ -16,15 +16,6 @@ from hma.model.heads.diffusion import (
 N, S, C, D = 3, 5, 4, 16
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is fastest, and far faster on a loaded 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make_head(**overrides) -> DiffusionHead:
     torch.manual_seed(0)
     fields = {"width": 32, "depth": 2, "sample_steps": 8, **overrides}

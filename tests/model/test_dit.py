@@ -13,15 +13,6 @@ B, T, C, A = 2, 5, 4, 3
 GRID = (4, 4)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is fastest, and far faster on a loaded 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def tiny(**overrides) -> DiTConfig:
     fields = dict(
         latent_channels=C,

@@ -24,15 +24,6 @@ from hma.tokenize.presets import fsq
 B, T0, H, A = 2, 2, 4, 3
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny tensors: one thread is fastest, and far faster on a loaded 2-core machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 GRID = (8, 8)  # 64 px frames through a /8 tokenizer
 
 

@@ -1,5 +1,6 @@
 """Rollouts: the KV-cached path equals full recomputation (past the window too), the cost per
-frame stays flat, committed tokens stay fixed, and temperature / top_k shape the samples."""
+frame stays flat at `steps` trunk calls (the commit rides along with the next frame's first
+pass), committed tokens stay fixed, and temperature / top_k shape the samples."""
 
 from __future__ import annotations
 
@@ -75,12 +76,8 @@ def test_cached_step_equals_training_forward():
         torch.testing.assert_close(step.action[:, 0], reference.action[:, t], atol=1e-5, rtol=1e-4)
 
 
-@pytest.mark.parametrize("horizon", [16, 160])
-def test_cost_per_frame_is_flat(horizon):
-    """After the prompt, one frame at a time runs through the trunk, against at most window - 1
-    cached frames, however long the rollout."""
-    model = HMA(tiny()).eval()
-    batch = random_batch(model.config, rows=1)
+def _trunk_calls(model, run) -> list[tuple[int, int]]:
+    """(frames in flight, cached frames) of every trunk call made by run()."""
     seen: list[tuple[int, int]] = []
 
     def record(block, args, kwargs):
@@ -90,14 +87,85 @@ def test_cost_per_frame_is_flat(horizon):
 
     handle = model.blocks[0].register_forward_pre_hook(record, with_kwargs=True)
     try:
-        _rollout(model, batch, True, "forward", horizon)
+        run()
     finally:
         handle.remove()
-    frames_in_flight = {f for f, _ in seen[1:]}  # seen[0]: the prompt, committed at once
-    assert frames_in_flight == {1}
+    return seen
+
+
+@pytest.mark.parametrize("horizon", [16, 160])
+def test_cost_per_frame_is_flat(horizon):
+    """After the prompt, at most two frames run through the trunk (the new one, plus the
+    finished one being committed), against at most window - 1 cached frames, however long
+    the rollout."""
+    model = HMA(tiny()).eval()
+    batch = random_batch(model.config, rows=1)
+    seen = _trunk_calls(model, lambda: _rollout(model, batch, True, "forward", horizon))
+    assert seen[0] == (2 + 1, 0)  # the 2 prompt frames committed with the first new frame
+    assert {f for f, _ in seen[1:]} == {1, 2}
     assert max(p for _, p in seen) == model.config.window - 1
-    # 3 unmask passes + 1 commit pass per new frame (the last frame needs no commit)
-    assert len(seen) == 1 + 3 * horizon + (horizon - 1)
+    assert len(seen) == 3 * horizon  # 3 unmask passes per new frame, no separate commit
+
+
+@pytest.mark.parametrize("steps", [1, 2, 4])
+def test_new_frame_costs_steps_trunk_calls(steps):
+    """Each new frame costs exactly `steps` trunk calls: its first pass also commits the
+    previous frame (2 frames in flight), the later passes run it alone."""
+    model = HMA(tiny()).eval()
+    horizon = model.config.window + 2  # past the window: the cache slides
+    batch = random_batch(model.config, rows=2, frames=2 + horizon)
+    seen = _trunk_calls(
+        model,
+        lambda: model.rollout(
+            batch.tokens[:, :2], batch.actions, batch.datasets,
+            horizon=horizon, steps=steps,
+        ),
+    )  # fmt: skip
+    assert len(seen) == steps * horizon
+    per_frame = [[f for f, _ in seen[i : i + steps]] for i in range(steps, len(seen), steps)]
+    assert per_frame == [[2] + [1] * (steps - 1)] * (horizon - 1)
+
+
+@pytest.mark.parametrize("conditioning", ["concat+modulate", "cross_attention"])
+def test_committing_with_the_next_frame_equals_a_separate_commit(conditioning):
+    """One call over [finished frames, next frame] committing only the finished ones gives the
+    next frame the same outputs and leaves the same cache as a commit pass followed by a pass
+    of the next frame alone (the unfolded path)."""
+    model = HMA(tiny(conditioning=conditioning)).eval()
+    for block in model.blocks:  # adaLN starts at zero: make the action path live
+        if block.modulation is not None:
+            torch.nn.init.normal_(block.modulation[1].weight, std=0.2)
+    batch = random_batch(model.config, rows=2, frames=model.config.window + 2)
+    tokens, actions, names = batch.tokens, batch.actions, batch.datasets
+    mask = torch.zeros(2, 3, model.config.tokens_per_frame, dtype=torch.bool)
+    mask[:, -1, ::2] = True  # the next frame half masked, as in an unmask pass
+    separate, folded = model.new_cache(), model.new_cache()
+    with torch.no_grad():
+        # a cache that already slides: window - 1 frames, then 2 finished + 1 next frame
+        for cache in (separate, folded):
+            end = model.config.window - 1
+            model(tokens[:, :end], actions[:, :end], names, cache=cache, append=True)
+        t = model.config.window - 1
+        model(tokens[:, t : t + 2], actions[:, t : t + 2], names, cache=separate, append=True)
+        one = model(
+            tokens[:, t + 2 : t + 3], actions[:, t + 2 : t + 3], names,
+            video_mask=mask[:, -1:], cache=separate,
+        )  # fmt: skip
+        both = model(
+            tokens[:, t : t + 3], actions[:, t : t + 3], names,
+            video_mask=mask, cache=folded, append=2,
+        )  # fmt: skip
+    torch.testing.assert_close(both.video[:, -1:], one.video, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(both.action[:, -1:], one.action, rtol=1e-4, atol=1e-5)
+    assert folded.next_position == separate.next_position == t + 2
+    assert folded.frames == separate.frames == model.config.window - 1
+    for (k1, v1), (k2, v2) in zip(folded.layers, separate.layers, strict=True):
+        torch.testing.assert_close(k1, k2, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(v1, v2, rtol=1e-4, atol=1e-5)
+    if conditioning == "cross_attention":
+        torch.testing.assert_close(folded.context, separate.context, rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="append"):
+        model(tokens[:, :2], actions[:, :2], names, cache=model.new_cache(), append=3)
 
 
 def test_unmask_schedule_commits_every_token_once():
