@@ -1,14 +1,21 @@
-"""`make demo`: the longest end-to-end path the project supports so far, on local Ray and local files.
+"""`make demo`: the longest end-to-end path the project supports, on one local Ray cluster and local files.
 
-Today that path is: simulated robots -> their native dataset formats -> every other format and back.
+simulated robots -> their native dataset formats -> every other format and back -> an image
+tokenizer -> a token store -> a pretrained world model -> synthetic robot data and a model report.
   1. Scripted experts of four simulators record episodes on a Ray actor pool, each into its default
      format (tabletop -> Language Table RLDS, pusht / metaworld -> LeRobot v3, robosuite -> robomimic).
   2. Each dataset is converted on Ray through every other format and back to where it started,
      each hop checked against the recorded episodes (actions exact, frames within codec tolerance).
   3. A `small` FSQ image tokenizer trains on Ray Train for a few minutes on every recorded dataset
      and is scored on their held-out episodes (PSNR / SSIM, reconstruction grids).
-  4. An HTML report: expert success rates, counts, conversion times, round-trip errors, thumbnails,
-     tokenizer scores and grids.
+  4. `hma tokenize` encodes every recorded dataset with that tokenizer into a token store.
+  5. `hma pretrain` trains the `tiny` HMA on the store for a few minutes, validating at the end.
+  6. `hma-generate` writes 8 synthetic + 2 real Lift episodes (perturbed real actions) to robomimic.
+  7. `hma report` of the pretraining run (real vs generated clips, metrics, curves).
+  8. An HTML report: expert success rates, counts, conversion times, round-trip errors, thumbnails,
+     tokenizer scores and grids, token store counts, validation scores, the synthetic dataset,
+     a link to the model report, and the time of every stage.
+Stages 4-7 live in hma.demo_stages.
 
 `procedural_episodes` (a block drifting over a gradient, no physics) stays for format tests and
 benchmarks that need arbitrary action dimensions and sizes without running a simulator.
@@ -26,6 +33,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from hma import demo_stages as ds
 from hma import formats
 from hma.envs.record import VAL_EVERY, RecordJob, RecordSummary, default_format, record
 from hma.episodes import Episode, load_registry
@@ -116,8 +124,10 @@ def conversion_chain(start: str) -> list[str]:
     return [f for f in FORMATS if f != start] + [start]
 
 
-def train_tokenizer(out: str, sources: list[str], minutes: float) -> EvalSummary:
-    """Train the `small` FSQ tokenizer on every source's train split, score it on their val split."""
+def train_tokenizer(out: str, sources: list[str], minutes: float) -> tuple[str, EvalSummary]:
+    """Train the `small` FSQ tokenizer on every source's train split, score it on their val split.
+
+    Returns the checkpoint and its scores."""
     from hma.tokenize.data import DataConfig, FrameSource
     from hma.tokenize.evaluate import evaluate
     from hma.tokenize.train import TrainConfig, train
@@ -135,27 +145,30 @@ def train_tokenizer(out: str, sources: list[str], minutes: float) -> EvalSummary
         torch_threads=2,
     )
     result = train(config)
-    return evaluate(result.checkpoint, data, out=os.path.join(out, "tokenizer-eval"))
+    scores = evaluate(result.checkpoint, data, out=os.path.join(out, "tokenizer-eval"))
+    return result.checkpoint, scores
 
 
-def run(out: str, size: int, workers: int, tokenizer_minutes: float) -> str:
+def run(out: str, size: int, workers: int, tokenizer_minutes: float) -> tuple[str, ds.Stages]:
     if os.path.isdir(out) and os.listdir(out):
         if not os.path.exists(os.path.join(out, REPORT)):
             raise SystemExit(f"{out}: exists and is not an earlier demo's output; choose --out")
         shutil.rmtree(out)  # an earlier demo run: start clean
     os.makedirs(out, exist_ok=True)
     registry = load_registry()
-    cluster.connect()
+    address = cluster.connect()  # every later stage joins this cluster
+    stages = ds.Stages()
+    started = time.perf_counter()
     hops: list[Hop] = []
     recorded: list[RecordSummary] = []
-    sources: list[str] = []
+    sources: dict[str, str] = {}
     for env, episodes in DEMO_SIMS:
         fmt = default_format(env)
         url = os.path.join(out, f"{env}-0-{fmt}{SUFFIX[fmt]}")
         summary = record(RecordJob(env, episodes, url, fmt, size=size, workers=workers))
         recorded.append(summary)
         print("\n".join(summary.lines()))
-        sources.append(url)
+        sources[env] = url
         by_id = {ep.episode_id: ep for ep in formats.iter_episodes(url, fmt)}
         for i, dst_fmt in enumerate(conversion_chain(fmt), start=1):
             dst = os.path.join(out, f"{env}-{i}-{dst_fmt}{SUFFIX[dst_fmt]}")
@@ -170,13 +183,44 @@ def run(out: str, size: int, workers: int, tokenizer_minutes: float) -> str:
             hops.append(Hop(dst_fmt, dst, seconds, shown, act, pix))
             print(f"  -> {dst_fmt:<9} {seconds:5.1f}s  max|da| {act:.2e}  mean|dframe| {pix:.2f}")
             url = dst
-    scores = train_tokenizer(out, sources, tokenizer_minutes) if tokenizer_minutes else None
+    stages.add("record + convert through every format", time.perf_counter() - started)
+    urls = list(sources.values())
+    tok = None
+    if tokenizer_minutes:
+        tok = stages.run(
+            "tokenizer: train + score", lambda: train_tokenizer(out, urls, tokenizer_minutes)
+        )
+    scores = tok[1] if tok else None
     if scores:
         print("\n".join(scores.lines()))
+    summary = stages.run(
+        "tokenize into the token store",
+        lambda: ds.tokenize_store(out, urls, tok[0], address),
+        needs=(tok,),
+    )
+    trained = stages.run(
+        "pretrain HMA tiny + validate",
+        lambda: ds.pretrain(out, summary.store, address),
+        needs=(summary,),
+    )
+    run_dir = os.path.join(out, "runs", ds.PRETRAIN_NAME)
+    generated = stages.run(
+        "hma-generate (robosuite Lift)",
+        lambda: ds.generate(out, sources["robosuite_lift"], run_dir, address),
+        needs=(trained,),
+    )
+    page = stages.run("hma report", lambda: ds.model_report(out, run_dir), needs=(trained,))
     report = os.path.join(out, REPORT)
+    extra = (
+        ds.render_tokenize(summary, out)
+        + ds.render_pretrain(trained, out)
+        + ds.render_generate(generated, out)
+        + ds.render_model_report(page, out)
+        + ds.render_times(stages)
+    )
     with open(report, "w") as f:
-        f.write(render(recorded, hops, scores, out))
-    return report
+        f.write(render(recorded, hops, scores, out, ds.render_failures(stages), extra))
+    return report, stages
 
 
 def render_scores(scores: EvalSummary | None, out: str) -> str:
@@ -196,7 +240,12 @@ def render_scores(scores: EvalSummary | None, out: str) -> str:
 
 
 def render(
-    recorded: list[RecordSummary], hops: list[Hop], scores: EvalSummary | None, out: str
+    recorded: list[RecordSummary],
+    hops: list[Hop],
+    scores: EvalSummary | None,
+    out: str,
+    top: str = "",
+    extra: str = "",
 ) -> str:
     sims = "".join(
         f"<tr><td>{r.job.env}</td><td>{r.job.fmt}</td><td>{r.attempted}</td>"
@@ -217,15 +266,16 @@ def render(
         "<!doctype html><meta charset='utf-8'><title>HMA demo</title>"
         "<style>body{font-family:sans-serif}td,th{padding:4px 8px;border-bottom:1px solid #ddd}"
         "img{height:96px}</style>"
-        "<h1>HMA demo: simulated robots through every format</h1>"
-        "<h2>Expert episodes recorded</h2><table><tr><th>simulator</th><th>native format</th>"
+        "<h1>HMA demo: simulated robots to a world model and synthetic data</h1>"
+        + top
+        + "<h2>Expert episodes recorded</h2><table><tr><th>simulator</th><th>native format</th>"
         "<th>episodes</th><th>expert success</th></tr>" + sims + "</table>"
         "<h2>Conversions</h2><p>Each dataset goes through every other format and back, each hop "
         "a Ray conversion of the previous one. Errors compare with the recorded episodes: actions "
         "must match exactly; frames within codec tolerance (mp4 hops are lossy).</p>"
         "<table><tr><th>dataset</th><th>format</th><th>episodes</th><th>frames</th>"
         "<th>convert s</th><th>max |&Delta;action|</th><th>mean |&Delta;pixel|</th>"
-        "<th>thumbnails</th></tr>" + "".join(rows) + "</table>" + render_scores(scores, out)
+        "<th>thumbnails</th></tr>" + "".join(rows) + "</table>" + render_scores(scores, out) + extra
     )
 
 
@@ -239,8 +289,12 @@ def main() -> None:
     )
     args = parser.parse_args()
     start = time.perf_counter()
-    report = run(args.out, args.size, args.workers, args.tokenizer_minutes)
+    report, stages = run(args.out, args.size, args.workers, args.tokenizer_minutes)
     print(f"demo finished in {time.perf_counter() - start:.0f}s; open {os.path.abspath(report)}")
+    for t in stages.times:
+        print(f"  {t.name:<40}{t.seconds:6.0f}s  {t.error or ('skipped' if t.skipped else 'ok')}")
+    if stages.failed:
+        raise SystemExit(f"{len(stages.failed)} stage(s) did not finish; see {report}")
 
 
 if __name__ == "__main__":
