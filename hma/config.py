@@ -7,13 +7,18 @@ this module only knows how to turn a YAML file (local or remote URL) into one of
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import fsspec
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
+from hma import storage
 from hma.errors import ConfigError
+
+# A config field holding a local path or a remote URL; a relative local path becomes absolute
+# (see storage.absolute), so Ray workers with another working directory find the same files.
+StorageURL = Annotated[str, AfterValidator(storage.absolute)]
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -37,6 +37,16 @@ def is_remote(url: str) -> bool:
     return "://" in url and not url.startswith("file://")
 
 
+def absolute(url: str) -> str:
+    """A local path made absolute against this process's working directory; remote URLs as given.
+
+    Config paths are fixed on the driver: Ray Train workers run in a directory of their own, where
+    a relative path would point somewhere else."""
+    if is_remote(url):
+        return url
+    return os.path.abspath(local_path(url))
+
+
 def local_path(url: str) -> str:
     """The filesystem path of a local URL (a plain path or file://), for libraries that need one."""
     return url.removeprefix("file://")

@@ -62,3 +62,19 @@ def test_yaml_tags_are_not_executed(tmp_path):
     path.write_text("name: !!python/object/apply:os.system ['true']\ninner: {steps: 1}\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(Job, str(path))
+
+
+def test_storage_urls_in_configs_are_made_absolute_for_ray_workers(tmp_path, monkeypatch):
+    # Ray Train workers run in their own working directory: a relative path from a config must
+    # already point at the driver's file when it reaches them.
+    from hma.config import StorageURL, StrictModel
+
+    class Job(StrictModel):
+        store: StorageURL
+        init_from: StorageURL | None = None
+
+    monkeypatch.chdir(tmp_path)
+    job = Job(store="out/store.zarr", init_from="s3://bucket/run")
+    assert job.store == str(tmp_path / "out" / "store.zarr")
+    assert job.init_from == "s3://bucket/run"
+    assert Job(store="file:///data/x").store == "/data/x"

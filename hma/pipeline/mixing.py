@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from hma.config import StrictModel
+from hma.config import StorageURL, StrictModel
 from hma.episodes import DatasetSpec
 from hma.model.batch import Batch
 from hma.pipeline.store_layout import StoreError, TokenizerInfo
@@ -41,7 +41,7 @@ QUEUE_POLL_SECONDS = 0.1  # how often a blocked producer re-checks that it shoul
 class StoreSource(StrictModel):
     """One token store of the mix."""
 
-    url: str = Field(description="token store (local path or s3://)")
+    url: StorageURL = Field(description="token store (local path or s3://)")
     datasets: list[str] | None = Field(
         default=None, description="datasets of this store to train on (default: all)"
     )

@@ -39,7 +39,7 @@ import pyarrow.parquet as pq
 from pydantic import Field
 
 from hma import formats, storage
-from hma.config import StrictModel
+from hma.config import StorageURL, StrictModel
 from hma.errors import ConfigError, FormatError
 from hma.formats import lerobot, rlds, robomimic, tfrecord, video
 from hma.formats.base import EpisodeRef
@@ -55,7 +55,7 @@ LISTING_CACHE = 8  # sources whose full listing a worker keeps (robomimic, lerob
 class Source(StrictModel):
     """One episode source (any format `hma formats list` names), local path or s3://."""
 
-    url: str
+    url: StorageURL
     format: str | None = Field(default=None, description="default: detected from the files")
     dataset: str | None = Field(default=None, description="registry name, if the source lacks it")
 

@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from hma.config import StrictModel
+from hma.config import StorageURL, StrictModel
 from hma.errors import ConfigError
 from hma.model.config import PRESETS, ModelConfig, model_config
 from hma.pipeline.mixing import MixConfig
@@ -27,7 +27,7 @@ DATA_FIELDS = ("token_kind", "vocab_size", "latent_channels", "grid", "datasets"
 class PretrainConfig(StrictModel):
     kind: Literal["pretrain"] = Field(default="pretrain", description="job kind (job specs)")
     name: str = Field(description="run name: checkpoints live in storage_path/name")
-    storage_path: str = Field(description="local directory or s3:// prefix for the run")
+    storage_path: StorageURL = Field(description="local directory or s3:// prefix for the run")
     data: MixConfig
     model: dict[str, Any] = Field(
         default_factory=lambda: {"preset": "tiny"},
@@ -58,11 +58,11 @@ class PretrainConfig(StrictModel):
     torch_threads: int | None = Field(default=None, gt=0)
     max_failures: int = Field(default=3, ge=-1, description="worker-group restarts (-1: always)")
     seed: int = 0
-    init_from: str | None = Field(
+    init_from: StorageURL | None = Field(
         default=None, description="fine-tune: a pretraining checkpoint (or run dir) to start from"
     )
     freeze_trunk: bool = Field(default=False, description="fine-tune only stems and heads")
-    tensorboard_dir: str | None = Field(
+    tensorboard_dir: StorageURL | None = Field(
         default=None, description="default: storage_path/name/tensorboard (uploaded if remote)"
     )
 

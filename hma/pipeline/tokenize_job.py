@@ -23,7 +23,7 @@ import pyarrow as pa
 import ray
 from pydantic import Field
 
-from hma.config import StrictModel, load_config
+from hma.config import StorageURL, StrictModel, load_config
 from hma.episodes import Registry, extend_registry
 from hma.pipeline import cluster, store
 from hma.pipeline.plan import Source, plan_units
@@ -41,8 +41,8 @@ class TokenizeJobConfig(StrictModel):
 
     kind: Literal["tokenize"] = Field(default="tokenize", description="job spec kind")
     sources: list[Source] = Field(min_length=1, description="episode sources, any format mix")
-    tokenizer: str = Field(description="tokenizer checkpoint dir (local or s3://)")
-    store: str = Field(description="token store URL (local or s3://); re-running resumes it")
+    tokenizer: StorageURL = Field(description="tokenizer checkpoint dir (local or s3://)")
+    store: StorageURL = Field(description="token store URL (local or s3://); re-running resumes it")
     frame_size: tuple[int, int] = Field(
         default=(64, 64), description="(H, W) frames are resized to"
     )

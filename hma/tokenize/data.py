@@ -16,7 +16,7 @@ import numpy as np
 from pydantic import Field
 
 from hma import formats
-from hma.config import StrictModel
+from hma.config import StorageURL, StrictModel
 from hma.episodes import SPLITS, Registry, load_registry
 from hma.errors import ConfigError
 from hma.frames import resize
@@ -25,7 +25,7 @@ from hma.frames import resize
 class FrameSource(StrictModel):
     """One Episode source (any format `hma formats list` names), local path or s3://."""
 
-    url: str
+    url: StorageURL
     format: str | None = Field(default=None, description="default: detected from the files")
     dataset: str | None = Field(default=None, description="registry name, if the source lacks it")
 

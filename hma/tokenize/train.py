@@ -23,7 +23,7 @@ import torch
 from pydantic import Field, field_validator, model_validator
 
 from hma import storage
-from hma.config import StrictModel, load_config
+from hma.config import StorageURL, StrictModel, load_config
 from hma.tokenize import trainer
 from hma.tokenize.data import DataConfig, frame_dataset
 from hma.tokenize.fsq import FSQConfig
@@ -39,7 +39,7 @@ class TrainConfig(StrictModel):
     """Everything a tokenizer training run needs; `jobs/tokenizer_*.yaml` are examples."""
 
     name: str = Field(description="run name: its checkpoints live in storage_path/name")
-    storage_path: str = Field(description="local directory or s3:// prefix for checkpoints")
+    storage_path: StorageURL = Field(description="local directory or s3:// prefix for checkpoints")
     tokenizer: TokenizerConfig
     data: DataConfig
     loss: LossConfig = Field(default_factory=LossConfig)
@@ -56,7 +56,7 @@ class TrainConfig(StrictModel):
     use_gpu: bool = False
     torch_threads: int | None = Field(default=None, gt=0, description="default: Ray's setting")
     seed: int = 0
-    tensorboard_dir: str | None = Field(
+    tensorboard_dir: StorageURL | None = Field(
         default=None, description="default: storage_path/name/tensorboard (uploaded if remote)"
     )
 
