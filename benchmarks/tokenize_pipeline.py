@@ -73,21 +73,28 @@ def child_plan(manifest_dir: str) -> dict:
     }
 
 
-def child_run(source: str, checkpoint: str, store: str) -> dict:
-    """Run the whole job with a fresh local cluster; report the driver's peak RSS."""
-    from hma.pipeline.cluster import LocalClusterConfig, connect
-    from hma.pipeline.tokenize_job import TokenizeJobConfig, run_tokenize
+def job_config(source: str, checkpoint: str, store: str, episodes_per_unit: int):
+    """The benchmark's whole-job config over the video source at `source`."""
+    from hma.pipeline.tokenize_job import TokenizeJobConfig
 
-    connect(local=LocalClusterConfig(num_cpus=os.cpu_count()))
-    config = TokenizeJobConfig(
+    return TokenizeJobConfig(
         sources=[{"url": source, "format": "video"}],
         tokenizer=checkpoint,
         store=store,
-        episodes_per_unit=4,
+        episodes_per_unit=episodes_per_unit,
         progress=False,
         load_cpus=0.5,
         write_cpus=0.25,
     )
+
+
+def child_run(source: str, checkpoint: str, store: str) -> dict:
+    """Run the whole job with a fresh local cluster; report the driver's peak RSS."""
+    from hma.pipeline.cluster import LocalClusterConfig, connect
+    from hma.pipeline.tokenize_job import run_tokenize
+
+    connect(local=LocalClusterConfig(num_cpus=os.cpu_count()))
+    config = job_config(source, checkpoint, store, episodes_per_unit=4)
     summary = run_tokenize(config)
     return {"ok": summary.ok, "episodes": summary.episodes, "peak_rss_mb": peak_rss_mb()}
 
@@ -148,15 +155,7 @@ def end_to_end(args: argparse.Namespace, source: str, checkpoint: str) -> None:
 
     store = os.path.join(args.workdir, "e2e.zarr")
     shutil.rmtree(store, ignore_errors=True)
-    config = tokenize_job.TokenizeJobConfig(
-        sources=[{"url": source, "format": "video"}],
-        tokenizer=checkpoint,
-        store=store,
-        episodes_per_unit=8,
-        progress=False,
-        load_cpus=0.5,
-        write_cpus=0.25,
-    )
+    config = job_config(source, checkpoint, store, episodes_per_unit=8)
     threads, actors = max(1, int(config.actor_cpus)), config.actors or 1
     # bare speed before and after the job; the faster one is used (a conservative ratio on a
     # shared machine whose load drifts)

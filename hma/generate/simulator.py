@@ -16,9 +16,9 @@ calls did). `step` with a whole chunk [B,s,A] generates at once. With stride 1 t
 
 Generation. Frame t+1 is generated when frame t's chunk is complete, so the action embedding of
 the new frame itself (the chunk the policy has not chosen yet) is the model's learned mask
-embedding, as in full-dynamics training. Incremental, with a KV cache: a completed frame is
-committed to the temporal cache once (one trunk pass over that frame), then the new frame is
-filled in `steps` MaskGIT/MAR passes over that frame alone (hma.model.sampling), so a step costs
+embedding, as in full-dynamics training. Incremental, with a KV cache: the new frame is filled
+in `steps` MaskGIT/MAR passes (hma.model.sampling); the completed frame rides along in the first
+pass and is committed to the temporal cache there, causal in time, so a step costs
 the same at frame 10 and frame 10,000; the cache holds the last window - 1 frames. With
 `use_cache=False` every pass re-runs the trunk over the whole history with the banded causal
 mask: O(t) per step, the reference the cached path must match. Prompt frames without known
@@ -45,7 +45,7 @@ from hma.errors import HmaError
 from hma.generate.success import SuccessClassifier
 from hma.generate.world_model import DEFAULT_STEPS, WorldModel
 from hma.model.hma import Output
-from hma.model.sampling import _generate_frame
+from hma.model.sampling import generate_frame
 
 
 class SimulatorError(HmaError, ValueError):
@@ -269,11 +269,8 @@ class Simulator:
         state.tokens.append(torch.zeros_like(state.tokens[last]))
         state.chunks.append(torch.zeros_like(state.chunks[last]))
         state.known.append(False)  # the new frame's own chunk: not chosen yet (mask embedding)
-        if state.cache is not None and state.committed < t:
-            self._run(state.committed, t, None, append=True)
-            state.committed = t
         s = self.model.config.tokens_per_frame
-        state.tokens[t] = _generate_frame(
+        state.tokens[t] = generate_frame(
             self.model,
             self._run,
             t,
@@ -290,9 +287,12 @@ class Simulator:
 
     def _run(self, first: int, last: int, video_mask: torch.Tensor | None, append: bool) -> Output:
         """Trunk outputs for frames first..last-1 (the `run` hma.model.sampling expects). With
-        the cache only those frames run; without, the whole history runs with the band mask."""
+        the cache the finished frames committed..first-1 ride along in the same call and are
+        committed to the cache (causal in time: the later frames do not change them); without,
+        the whole history runs with the band mask."""
         state = self._require_state()
-        start = first if state.cache is not None else 0
+        cached = state.cache is not None
+        start = state.committed if cached else 0
         b, device = self.batch, self.world_model.device
         flat = torch.stack(state.tokens[start:last], dim=1)  # [B,F,S(,C)]
         chunks = torch.stack(state.chunks[start:last], dim=1)  # [B,F,A_max]
@@ -308,8 +308,10 @@ class Simulator:
             video_mask=vm,
             action_mask=(~known)[None].expand(b, -1),
             cache=state.cache,
-            append=append,
+            append=(last if append else first) - start if cached else False,
         )
+        if cached:
+            state.committed = last if append else first
         out.video, out.action = out.video[:, first - start :], out.action[:, first - start :]
         return out
 

@@ -243,6 +243,11 @@ class HMA(nn.Module):
             action_mask=masks.action,
             null_actions=masks.null_actions,
         )
+        return self.losses(batch, out, masks)
+
+    def losses(self, batch: Batch, out: Output, masks: Masks) -> dict[str, torch.Tensor]:
+        """The losses of `out`, this model's output for `batch` under `masks` (see `loss`)."""
+        flat = self.flatten_tokens(batch.tokens)
         video = self.video_head.loss(
             flat.flatten(0, 1),  # [B*T,S(,C)]
             out.video.flatten(0, 1),  # [B*T,S,D]

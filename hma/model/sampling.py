@@ -161,7 +161,7 @@ def rollout(
     for t in range(n):
         needs_video, needs_action = t >= t0, predict_actions and not bool(known[t])
         if needs_video:
-            flat[:, t] = _generate_frame(
+            flat[:, t] = generate_frame(
                 model, run, t, b, s, steps, temperature, generator, sample_kwargs, flat[:, t]
             )
         if needs_action:
@@ -174,7 +174,7 @@ def rollout(
     )
 
 
-def _generate_frame(
+def generate_frame(
     model: HMA,
     run: Callable[..., Output],
     t: int,

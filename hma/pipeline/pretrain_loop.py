@@ -12,7 +12,6 @@ import time
 from typing import Any
 
 import torch
-from safetensors.torch import load as load_tensor_bytes
 
 from hma import storage
 from hma.model.checkpoint import WEIGHTS_FILE, load_weights
@@ -32,6 +31,7 @@ from hma.pipeline.pretrain_step import (
     train_step,
 )
 from hma.pipeline.validation import Validator, table
+from hma.tokenize.checkpoint import read_tensors
 from hma.tokenize.progress import ProgressSink
 
 
@@ -162,8 +162,9 @@ def restore(state: TrainState, url: str, rank: int, world: int) -> StreamState:
     """Load a checkpoint into `state`; returns this rank's sampling-stream state."""
     meta = ckpt.read_meta(url)
     saved = ckpt.load_trainer_state(url)
-    with storage.open_file(storage.join(ckpt.model_url(url), WEIGHTS_FILE), "rb") as f:
-        weights = load_tensor_bytes(f.read())
+    weights = read_tensors(
+        storage.join(ckpt.model_url(url), WEIGHTS_FILE), ckpt.PretrainCheckpointError
+    )
     load_states(state, weights, saved["optimizer"])
     state.scheduler.load_state_dict(saved["scheduler"])
     state.step = int(meta["step"])

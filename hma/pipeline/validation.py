@@ -147,17 +147,18 @@ class Validator:
         b, t, s = flat.shape[:3]
         gen = torch.Generator(device=batch.tokens.device).manual_seed(self.config.seed)
         masks = sample_masks("forward", b, t, s, model.config.masking, flat.device, generator=gen)
-        loss = float(model.loss(batch, "forward", masks=masks)["total"])
-        scores = DatasetScores(loss=loss)
+        out = model(
+            batch.tokens,
+            batch.actions,
+            batch.datasets,
+            video_mask=masks.video,
+            action_mask=masks.action,
+            null_actions=masks.null_actions,
+        )
+        # One forward pass serves both the loss and the per-token NLL of perplexity.
+        scores = DatasetScores(loss=float(model.losses(batch, out, masks)["total"]))
         head = model.video_head
         if model.config.token_kind == "vq" and hasattr(head, "nll") and masks.video.any():
-            out = model(
-                batch.tokens,
-                batch.actions,
-                batch.datasets,
-                video_mask=masks.video,
-                action_mask=masks.action,
-            )
             nll = head.nll(flat.flatten(0, 1), out.video.flatten(0, 1))  # [B*T,S]
             scores.perplexity = perplexity_from_nll(nll[masks.video.flatten(0, 1)])
         return scores

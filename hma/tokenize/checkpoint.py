@@ -169,14 +169,20 @@ def load_tokenizer(url: str, device: str | torch.device = "cpu", batch_size: int
     return tokenizer
 
 
+def read_bytes(url: str, error: type[Exception] = CheckpointError) -> bytes:
+    """The bytes of the checkpoint file at `url`; a missing file raises `error` naming it (each
+    checkpoint format passes its own error class)."""
+    try:
+        with storage.open_file(url, "rb") as f:
+            return f.read()
+    except FileNotFoundError:
+        raise error(f"{url}: missing") from None
+
+
 def read_tensors(url: str, error: type[Exception] = CheckpointError) -> dict[str, torch.Tensor]:
     """The tensors of the safetensors file at `url`; a missing or unreadable file raises `error`
     naming it (each checkpoint format passes its own error class)."""
-    try:
-        with storage.open_file(url, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise error(f"{url}: missing") from None
+    data = read_bytes(url, error)
     try:
         return load_tensor_bytes(data)
     except (SafetensorError, ValueError, RuntimeError) as e:

@@ -30,6 +30,7 @@ from hma import storage
 from hma.config import StrictModel
 from hma.errors import HmaError
 from hma.tokenize.base import Tokenizer
+from hma.tokenize.checkpoint import read_bytes
 
 ENCODER_FILE = "encoder.jit"
 DECODER_FILE = "decoder.jit"
@@ -56,11 +57,7 @@ def is_cosmos_dir(url: str) -> bool:
 
 
 def _load_script(url: str, device: torch.device) -> tuple[torch.jit.ScriptModule, str]:
-    try:
-        with storage.open_file(url, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        raise CosmosError(f"{url}: missing") from None
+    data = read_bytes(url, CosmosError)
     try:
         with warnings.catch_warnings():
             # torch >= 2.9 deprecates TorchScript; the published Cosmos files are TorchScript.

@@ -28,6 +28,12 @@ class VideoHead(Protocol):
         ...
 
 
+def empty_loss(head: torch.nn.Module, cond: torch.Tensor) -> torch.Tensor:
+    """The loss when no token is masked: a zero that still reaches `cond` and every parameter
+    of `head` (DDP expects each one to get a gradient)."""
+    return cond.sum() * 0.0 + sum(p.sum() * 0.0 for p in head.parameters())
+
+
 def build_head(config: ModelConfig) -> torch.nn.Module:
     """The video head the config names, sized to the trunk width."""
     if config.head == "maskgit":

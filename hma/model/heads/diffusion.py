@@ -28,6 +28,7 @@ from torch import nn
 
 from hma.config import StrictModel
 from hma.model.blocks import modulate
+from hma.model.heads import empty_loss
 
 
 class DiffusionHeadConfig(StrictModel):
@@ -224,8 +225,7 @@ class DiffusionHead(nn.Module):
             raise ValueError(f"mask must be {list(cond.shape[:2])}, got {list(mask.shape)}")
         mask = mask.bool()
         if not mask.any():
-            # Nothing to predict: a zero that still belongs to the graph (DDP expects one).
-            return cond.sum() * 0.0 + sum(p.sum() * 0.0 for p in self.parameters())
+            return empty_loss(self, cond)
         x0 = target[mask].float().repeat(self.config.batch_mul, 1)  # (M, C)
         z = cond[mask].repeat(self.config.batch_mul, 1)  # (M, D)
         m = x0.shape[0]

@@ -16,6 +16,7 @@ from pydantic import Field
 from torch import nn
 
 from hma.config import StrictModel
+from hma.model.heads import empty_loss
 
 
 class MaskGITHeadConfig(StrictModel):
@@ -48,8 +49,7 @@ class MaskGITHead(nn.Module):
     def loss(self, target: torch.Tensor, cond: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
         """Mean cross-entropy over masked tokens (0 when nothing is masked)."""
         if not mask.any():
-            # a zero that still reaches every parameter (DDP expects each one to get a grad)
-            return cond.sum() * 0.0 + sum(p.sum() * 0.0 for p in self.parameters())
+            return empty_loss(self, cond)
         digits = self.digits(target)[mask]  # [M,F]
         picked = cond[mask]  # [M,D]
         losses = [
