@@ -151,38 +151,54 @@ class HMA(nn.Module):
         True all T frames, an int the first that many (the later frames are queries only;
         attention is causal in time, so the committed frames' keys/values do not see them)."""
         t = x.shape[1]
-        window = self.config.window
-        past_frames = cache.frames if cache is not None else 0
-        first = cache.next_position if cache is not None else 0
-        positions = torch.arange(first, first + t, device=x.device)
-        key_positions = torch.arange(first - past_frames, first + t, device=x.device)
-        temporal = TemporalContext(
-            positions=positions,
-            key_positions=key_positions,
-            band=band_mask(positions, key_positions, window),
-            plain_causal=past_frames == 0 and t <= window,
-            past=cache.layers if cache is not None else [],
-        )
+        commit = t if append is True else int(append)
+        if not 0 <= commit <= t:
+            raise ValueError(f"append must be a bool or 0..{t} frames, got {append}")
+        temporal = self._temporal_context(t, cache, x.device)
         context = None
         if self.spec.cross_attention:
             context = action
             if cache is not None and cache.context is not None:
-                context = torch.cat((cache.context, action), dim=1)  # [B,P+T,D]
+                context = torch.cat((cache.context, action), dim=1)  # [B,P'+T,D]
         cond = action if self.spec.modulate else None
-        new_kv = []
         for i, block in enumerate(self.blocks):
-            x, k, v = block(x, temporal, i, cond=cond, context=context)
-            new_kv.append((k, v))
-        commit = t if append is True else int(append)
-        if not 0 <= commit <= t:
-            raise ValueError(f"append must be a bool or 0..{t} frames, got {append}")
-        if cache is not None and commit:
-            queries = t - commit  # trailing frames that are not committed
-            new_kv = [(k[:, :, :commit], v[:, :, :commit]) for k, v in new_kv]  # [B*S,H,c,E]
+            x = block(x, temporal, i, cond=cond, context=context)
+        if cache is not None:
             if context is not None:
-                context = context[:, : context.shape[1] - queries]  # [B,P+c,D]
-            cache.extend(new_kv, context, commit)
+                context = context[:, : context.shape[1] - (t - commit)]  # [B,P'+c,D]
+            cache.end(commit, context)
         return self.norm(x)
+
+    def _temporal_context(
+        self, t: int, cache: KVCache | None, device: torch.device
+    ) -> TemporalContext:
+        """Positions and masks of T frames in flight: frames 0..T-1 without a cache; with one,
+        the frames after the cached ones, whose keys are the cache's slots."""
+        window = self.config.window
+        first = cache.next_position if cache is not None else 0
+        positions = torch.arange(first, first + t, device=device)  # [T]
+        past_frames = cache.frames if cache is not None else 0
+        context_positions = torch.arange(first - past_frames, first + t, device=device)  # [P'+T]
+        context_band = band_mask(positions, context_positions, window)
+        if cache is None:
+            return TemporalContext(
+                positions=positions,
+                key_positions=positions,
+                band=context_band,
+                plain_causal=t <= window,
+                context_positions=context_positions,
+                context_band=context_band,
+            )
+        key_positions = cache.begin(t, device)  # [capacity]
+        return TemporalContext(
+            positions=positions,
+            key_positions=key_positions,
+            band=band_mask(positions, key_positions, window),
+            plain_causal=False,
+            cache=cache,
+            context_positions=context_positions,
+            context_band=context_band,
+        )
 
     def forward(
         self,
@@ -216,7 +232,7 @@ class HMA(nn.Module):
         return Output(video=out[:, :, :s], action=predicted)
 
     def new_cache(self) -> KVCache:
-        return KVCache(window=self.config.window, layers=[None] * len(self.blocks))
+        return KVCache(window=self.config.window, layers=len(self.blocks))
 
     # ----------------------------------------------------------------------------- training
 

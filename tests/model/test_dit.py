@@ -94,6 +94,25 @@ def test_every_denoising_step_runs_the_whole_transformer():
     assert torch.equal(cold, model.sample(first, actions, 0.0, torch.Generator().manual_seed(2)))
 
 
+def test_a_shorter_clip_denoises_only_its_frames():
+    """One new frame per denoising run (the per-frame protocol): a clip of 2 frames, every
+    step still a pass of the whole transformer over it; clips longer than trained refused."""
+    config = tiny(sample_steps=3)
+    model = DiT(config)
+    calls = []
+    for block in model.blocks:
+        block.register_forward_hook(lambda module, args, out: calls.append(args[0].shape))
+    first = torch.randn(B, C, *GRID)
+    clip = model.sample(first, torch.randn(B, 1, A))
+    assert clip.shape == (B, 2, C, *GRID) and torch.equal(clip[:, 0], first)
+    assert len(calls) == config.sample_steps * 2 * config.layers
+    assert all(shape[:2] == (B, 2) for shape in calls)
+    with pytest.raises(ValueError, match="actions must be"):
+        model.sample(first, torch.randn(B, T, A))
+    with pytest.raises(ValueError, match="actions must be"):
+        model.sample(first, torch.randn(B, 0, A))
+
+
 def test_parameter_matching_an_hma_config_within_ten_percent():
     hma = HMA(model_config("tiny", datasets={"pusht": 2}))
     target = sum(p.numel() for p in hma.parameters())

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from hma.model import HMA
-from hma.model.heads.maskgit import MaskGITHead, MaskGITHeadConfig
+from hma.model.heads.maskgit import MaskGITHead, MaskGITHeadConfig, categorical
 from hma.model.sampling import unmasked_after
 from hma.stats import ActionStats
 from tests.model.conftest import random_batch, tiny
@@ -61,6 +61,28 @@ def test_cached_rollout_equals_recomputation(conditioning, mode):
     torch.testing.assert_close(cached.actions, full.actions, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("conditioning", ["concat+modulate", "cross_attention"])
+def test_prompt_longer_than_the_window(conditioning):
+    """A prompt of more frames than the window: the first cached call holds them all (the
+    cache's ring grows), the band hides what slid out, and the rollout equals recomputation."""
+    model = HMA(tiny(conditioning=conditioning)).eval()
+    prompt_frames, horizon = model.config.window + 2, 3
+    batch = random_batch(model.config, rows=2, frames=prompt_frames + horizon)
+    rolled = [
+        model.rollout(
+            batch.tokens[:, :prompt_frames],
+            batch.actions,
+            batch.datasets,
+            horizon=horizon,
+            temperature=1.0,
+            generator=torch.Generator().manual_seed(3),
+            use_cache=use_cache,
+        )  # fmt: skip
+        for use_cache in (True, False)
+    ]
+    assert torch.equal(rolled[0].tokens, rolled[1].tokens)
+
+
 def test_cached_step_equals_training_forward():
     """Per-frame cached outputs equal the plain forward pass over the window."""
     model = HMA(tiny()).eval()
@@ -82,8 +104,7 @@ def _trunk_calls(model, run) -> list[tuple[int, int]]:
 
     def record(block, args, kwargs):
         x, temporal = args[0], args[1]
-        past = temporal.past[0][0].shape[2] if temporal.past and temporal.past[0] else 0
-        seen.append((x.shape[1], past))
+        seen.append((x.shape[1], temporal.cache.frames if temporal.cache is not None else 0))
 
     handle = model.blocks[0].register_forward_pre_hook(record, with_kwargs=True)
     try:
@@ -159,7 +180,9 @@ def test_committing_with_the_next_frame_equals_a_separate_commit(conditioning):
     torch.testing.assert_close(both.action[:, -1:], one.action, rtol=1e-4, atol=1e-5)
     assert folded.next_position == separate.next_position == t + 2
     assert folded.frames == separate.frames == model.config.window - 1
-    for (k1, v1), (k2, v2) in zip(folded.layers, separate.layers, strict=True):
+    for layer in range(len(model.blocks)):
+        (p1, k1, v1), (p2, k2, v2) = folded.held(layer), separate.held(layer)
+        assert p1.tolist() == p2.tolist() == list(range(t + 2 - (model.config.window - 1), t + 2))
         torch.testing.assert_close(k1, k2, rtol=1e-4, atol=1e-5)
         torch.testing.assert_close(v1, v2, rtol=1e-4, atol=1e-5)
     if conditioning == "cross_attention":
@@ -204,6 +227,14 @@ def test_temperature_changes_the_distribution():
     greedy = histogram(0.0)
     assert greedy[probs.argmax()] == 1.0
     assert (histogram(5.0, top_k=2) > 0).sum() == 2
+
+
+def test_inverse_cdf_draws_follow_the_probabilities():
+    probs = torch.tensor([0.0, 0.5, 0.0, 0.2, 0.3, 0.0])
+    draws = categorical(probs.expand(20_000, -1), torch.Generator().manual_seed(0))
+    freq = torch.bincount(draws, minlength=6).float() / draws.numel()
+    torch.testing.assert_close(freq, probs, atol=0.015, rtol=0)
+    assert freq[probs == 0].sum() == 0  # a code of probability 0 is never drawn
 
 
 def test_factorised_vocab_samples_and_scores_codes():

@@ -201,12 +201,19 @@ class DiT(nn.Module):
     ) -> torch.Tensor:
         """Given frame `first` [B,C,h,w] and `actions` [B,T-1,A] -> the clip [B,T,C,h,w].
 
+        T is the trained clip length or shorter (temporal positions are rotary, so a shorter
+        clip is the same model on fewer frames: e.g. T = 2, one new frame per denoising run).
         `sample_steps` DDIM steps, each one pass of the whole transformer over the whole clip.
         """
         if temperature < 0:
             raise ValueError(f"temperature must be >= 0, got {temperature}")
         given = self._flat(first[:, None])  # [B,1,S,C]
-        b, frames = given.shape[0], self.config.clip_frames
+        b, frames = given.shape[0], actions.shape[1] + 1 if actions.ndim == 3 else 0
+        if not 2 <= frames <= self.config.clip_frames:
+            raise ValueError(
+                f"actions must be [B, 1..{self.config.clip_frames - 1}, "
+                f"{self.config.action_width}], got {list(actions.shape)}"
+            )
         self._check_actions(actions, b, frames - 1)
         shape = (b, frames - 1, *given.shape[2:])
         x = torch.randn(shape, generator=generator, device=first.device, dtype=given.dtype)

@@ -19,6 +19,19 @@ from hma.config import StrictModel
 from hma.model.heads import empty_loss
 
 
+def categorical(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """One draw per row of probs [...,K] -> int64 [...], by inverse CDF: one uniform per row
+    against the running sum. torch.multinomial races K exponential draws per row instead, which
+    was ~10% of a MaskGIT rollout's CPU time at K = 1000. Codes of probability 0 (top-k) are
+    never drawn: the first index whose running sum exceeds u always adds mass."""
+    cdf = probs.cumsum(-1)  # [...,K]
+    u = torch.rand(
+        (*probs.shape[:-1], 1), generator=generator, device=probs.device, dtype=cdf.dtype
+    )
+    drawn = torch.searchsorted(cdf, u * cdf[..., -1:], right=True)  # [...,1]
+    return drawn.clamp_max_(probs.shape[-1] - 1)[..., 0]  # float rounding at the top end
+
+
 class MaskGITHeadConfig(StrictModel):
     factors: tuple[int, ...] | None = Field(
         None, description="factorised vocabulary: digit sizes whose product is vocab_size"
@@ -93,8 +106,7 @@ class MaskGITHead(nn.Module):
                 probs = logit.softmax(-1)
             else:
                 probs = (logit / temperature).softmax(-1)
-                flat = probs.flatten(0, -2)  # [N*S,K_f]
-                digit = torch.multinomial(flat, 1, generator=generator).view(probs.shape[:-1])
+                digit = categorical(probs, generator)
             tokens = tokens + digit * place
             confidence = confidence * probs.gather(-1, digit[..., None])[..., 0]
         return tokens, confidence
