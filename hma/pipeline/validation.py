@@ -1,22 +1,30 @@
 """Validation of a pretraining run on held-out episodes, per dataset.
 
-    B windows, T frames per window, T0 prompt frames, H = T - T0 generated frames,
-    h x w token grid, Hp x Wp pixels
+    B windows, T frames per window, T0 prompt frames, H = T - T0 generated frames, n rollouts,
+    K random-action trials, h x w token grid, S = h * w tokens per frame, Hp x Wp pixels
 
-Per dataset, on a fixed set of val-split windows (drawn once, so every validation scores the same
+Per dataset, on fixed sets of val-split windows (drawn once, so every validation scores the same
 data):
 - loss: the forward-mode training loss under fixed masks (a fixed generator), and for vq tokens
   perplexity = exp(mean NLL of the masked tokens); a model that knows nothing scores the
-  vocabulary size (the uniform baseline).
-- PSNR / ΔPSNR (hma.model.metrics.controllability): T0 prompt frames, then the model rolls out H
-  frames driven by the true actions, and by random actions; frames are decoded with the store's
-  tokenizer and scored against the decoded real tokens. A PNG per dataset shows real frames over
-  predicted ones.
+  vocabulary size (the uniform baseline). action_gain: the mean NLL of the same masked tokens
+  with random N(0, 1) actions minus that with the true actions (nats per token): > 0 when the
+  model's predictions use the actions. It is teacher-forced, so far less noisy than ΔPSNR.
+- PSNR / ΔPSNR (the protocol of hma.model.metrics.controllability): T0 prompt frames, then the
+  model rolls out H frames driven by the true actions, and by K random ones; frames are decoded
+  with the store's tokenizer and scored against the decoded real tokens. Rollout windows are
+  `rollout_frames` long (the model slides its window past its training length) and distinct,
+  so the standard error of ΔPSNR over the n rollouts is an honest noise scale. Rollouts of one
+  episode are correlated, so with few val episodes it is still a lower bound.
+  A PNG per dataset shows, per rollout, the real frames, the true-action and a random-action
+  rollout.
 Nothing here touches the training RNG streams (torch.random.fork_rng).
 """
 
 from __future__ import annotations
 
+import math
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,18 +34,38 @@ from pydantic import Field
 
 from hma import storage
 from hma.config import StrictModel
+from hma.model.batch import Batch
 from hma.model.hma import HMA
 from hma.model.masking import sample_masks
-from hma.model.metrics import controllability, decode_video, perplexity_from_nll
+from hma.model.metrics import RolloutFn, decode_video, perplexity_from_nll
 from hma.pipeline.mixing import MixedSource, collate
+from hma.pipeline.store_reader import Window, WindowSampler
+from hma.tokenize.metrics import psnr
 
-PNG_GAP = 2  # pixels between frames and rows of the predicted-vs-real PNG
+PNG_GAP = 2  # pixels between frames and rows of the rollout PNG
+# Rounds of draws when collecting distinct rollout windows: a dataset with few val windows needs
+# several (coupon collector); the cap bounds the reads when it has many fewer than asked for.
+DISTINCT_DRAW_ROUNDS = 32
+# The rollout windows come from their own stream, so the loss windows do not change with the
+# rollout knobs.
+ROLLOUT_STREAM = 1
 
 
 class ValidationConfig(StrictModel):
     every: int = Field(default=500, gt=0, description="steps between validations (and at the end)")
     windows: int = Field(default=16, ge=1, description="val windows per dataset for loss/ppl")
-    rollouts: int = Field(default=4, ge=0, description="rollouts per dataset for PSNR/ΔPSNR")
+    rollouts: int = Field(
+        default=32,
+        ge=0,
+        description="distinct val windows rolled out per dataset for PSNR/ΔPSNR (fewer if the "
+        "split has fewer); ΔPSNR's standard error shrinks as 1/sqrt(rollouts)",
+    )
+    rollout_frames: int | None = Field(
+        default=None,
+        ge=2,
+        description="frames per rollout window, prompt + generated (default: the model's "
+        "window); a dataset whose val episodes are all shorter uses its longest",
+    )
     prompt_frames: int = Field(default=1, ge=1, description="T0 real frames before the rollout")
     steps: int = Field(default=2, ge=1, description="MaskGIT/MAR passes per generated frame")
     temperature: float = Field(default=0.0, ge=0, description="0: greedy (maskgit)")
@@ -46,6 +74,7 @@ class ValidationConfig(StrictModel):
         default=None, description="tokenizer checkpoint to decode with (default: the store's)"
     )
     png: bool = True
+    png_rollouts: int = Field(default=4, ge=1, description="rollouts drawn in each PNG")
     seed: int = 0
 
 
@@ -53,8 +82,12 @@ class ValidationConfig(StrictModel):
 class DatasetScores:
     loss: float
     perplexity: float | None = None
+    action_gain: float | None = None  # nats/token: NLL(random actions) - NLL(true actions)
     psnr: float | None = None
     delta_psnr: float | None = None
+    delta_psnr_se: float | None = None  # standard error of delta_psnr over the rollouts
+    rollouts: int | None = None
+    rollout_frames: int | None = None
 
 
 @dataclass
@@ -63,15 +96,114 @@ class ValidationResult:
     scores: dict[str, DatasetScores]
     skipped: dict[str, str] = field(default_factory=dict)  # dataset -> why it was not scored
     pngs: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
 
     def metrics(self) -> dict[str, float]:
-        out = {}
+        out = {"val/seconds": self.seconds}
+        keys = ("loss", "perplexity", "action_gain", "psnr", "delta_psnr", "delta_psnr_se")
         for name, s in self.scores.items():
-            for key in ("loss", "perplexity", "psnr", "delta_psnr"):
+            for key in keys:
                 value = getattr(s, key)
                 if value is not None:
                     out[f"val/{name}/{key}"] = float(value)
         return out
+
+
+@dataclass(frozen=True)
+class RolloutScores:
+    """Per-rollout PSNRs (dB, each the mean over the rollout's generated frames)."""
+
+    psnr_true: np.ndarray  # float [n]
+    psnr_random: np.ndarray  # float [K,n]
+    tokens: list[torch.Tensor]  # the rollouts [n,T,...]: true actions first, then each trial
+
+    @property
+    def delta(self) -> np.ndarray:
+        """ΔPSNR of each rollout [n]."""
+        return self.psnr_true - self.psnr_random.mean(axis=0)
+
+    @property
+    def delta_psnr(self) -> float:
+        return float(self.delta.mean())
+
+    @property
+    def delta_psnr_se(self) -> float | None:
+        """Standard error of the mean ΔPSNR (None from one rollout: no spread to measure)."""
+        n = self.delta.shape[0]
+        return float(self.delta.std(ddof=1) / math.sqrt(n)) if n > 1 else None
+
+
+def rollout_scores(
+    rollout_fn: RolloutFn,
+    tokenizer: Any,
+    prompts: torch.Tensor,
+    true_actions: torch.Tensor,
+    reference: torch.Tensor,
+    trials: int,
+    seed: int,
+    action_mask: torch.Tensor | None = None,
+) -> RolloutScores:
+    """hma.model.metrics.controllability's protocol, kept per rollout (the mean of `delta` is
+    its delta_psnr): common random numbers (every rollout's generator seeded with `seed`),
+    random actions N(0, 1) from a generator seeded with `seed + 1`, zero outside `action_mask`.
+
+    prompts [n,T0,...], true_actions [n,H,A_max], reference uint8 frames [n,H,Hp,Wp,3]."""
+    n, t0, horizon = prompts.shape[0], prompts.shape[1], true_actions.shape[1]
+    if tuple(reference.shape[:2]) != (n, horizon) or reference.dtype != torch.uint8:
+        raise ValueError(
+            f"reference must be uint8 frames [{n}, {horizon}, Hp, Wp, 3] for {n} rollouts of "
+            f"{horizon} frames, got {reference.dtype} {list(reference.shape)}"
+        )
+    flat_reference = reference.flatten(0, 1)  # (n*H, Hp, Wp, 3)
+    rollouts: list[torch.Tensor] = []
+
+    def score(actions: torch.Tensor) -> np.ndarray:
+        generator = torch.Generator(device=prompts.device).manual_seed(seed)
+        tokens = rollout_fn(prompts, actions, generator)
+        if tokens.shape[1] != t0 + horizon:
+            raise ValueError(
+                f"rollout_fn returned {tokens.shape[1]} frames, expected {t0} + {horizon}"
+            )
+        rollouts.append(tokens)
+        generated = decode_video(tokenizer, tokens[:, t0:]).flatten(0, 1)  # (n*H, Hp, Wp, 3)
+        per_frame = psnr(flat_reference, generated.to(flat_reference.device))  # (n*H,)
+        return per_frame.view(n, horizon).mean(dim=1).cpu().double().numpy()  # (n,)
+
+    psnr_true = score(true_actions)
+    action_gen = torch.Generator(device=true_actions.device).manual_seed(seed + 1)
+    random = []
+    for _ in range(trials):
+        actions = torch.randn(
+            true_actions.shape,
+            generator=action_gen,
+            device=true_actions.device,
+            dtype=true_actions.dtype,
+        )
+        if action_mask is not None:
+            actions = actions * action_mask.to(actions.device)
+        random.append(score(actions))
+    return RolloutScores(psnr_true, np.stack(random), rollouts)
+
+
+def distinct_windows(
+    sampler: WindowSampler, name: str, n: int, rng: np.random.Generator
+) -> list[Window]:
+    """Up to `n` distinct windows of `name` (all of them if it has fewer): a repeated rollout adds
+    no evidence but would shrink the standard error."""
+    want = min(n, sampler.num_windows(name))
+    found: dict[tuple[int, int], Window] = {}
+    for _ in range(DISTINCT_DRAW_ROUNDS):
+        if len(found) >= want:
+            break
+        for w in sampler.sample(name, want, rng):
+            found.setdefault((w.episode, w.start), w)
+    return list(found.values())[:want]
+
+
+@dataclass
+class RolloutSet:
+    batch: Batch  # n distinct val windows of `frames` frames
+    frames: int
 
 
 class Validator:
@@ -90,18 +222,38 @@ class Validator:
         self.config = config
         self.device = device
         self.out_url = out_url
-        self.batches = {}
+        self.batches: dict[str, Batch] = {}
+        self.rollout_sets: dict[str, RolloutSet] = {}
         self.skipped: dict[str, str] = {}
         rng = np.random.default_rng(config.seed)
+        rollout_rng = np.random.default_rng([config.seed, ROLLOUT_STREAM])
         for name in source.datasets:
             if source.counts[name] == 0:
                 self.skipped[name] = f"no val episode of >= {source.window} kept frames"
                 continue
             windows = source.sample(name, config.windows, rng)
             self.batches[name] = collate(windows, action_width)
+            if config.rollouts:
+                self._draw_rollouts(source, name, action_width, rollout_rng)
         self.info = source.tokenizer
         self._tokenizer: Any = None
         self.tokenizer_error: str | None = None
+
+    def _draw_rollouts(
+        self, source: MixedSource, name: str, action_width: int, rng: np.random.Generator
+    ) -> None:
+        view = source.view(name)
+        longest = int(view.length[view.split == "val"].max())
+        frames = min(self.config.rollout_frames or source.window, longest)
+        if frames <= self.config.prompt_frames:
+            self.skipped[name] = (
+                f"no PSNR: prompt_frames {self.config.prompt_frames} leaves nothing to generate "
+                f"in {frames} frames"
+            )
+            return
+        sampler = WindowSampler(source.stores[source.owner[name]], frames, "val", [name])
+        windows = distinct_windows(sampler, name, self.config.rollouts, rng)
+        self.rollout_sets[name] = RolloutSet(collate(windows, action_width), frames)
 
     def tokenizer(self):
         """The store's tokenizer, loaded once; None (with `tokenizer_error`) if unavailable."""
@@ -125,6 +277,7 @@ class Validator:
 
     @torch.no_grad()
     def run(self, model: HMA, step: int) -> ValidationResult:
+        start = time.perf_counter()
         was_training = model.training
         model.eval()
         result = ValidationResult(step, {}, dict(self.skipped))
@@ -132,98 +285,115 @@ class Validator:
             with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
                 for i, (name, batch) in enumerate(sorted(self.batches.items())):
                     torch.manual_seed(self.config.seed + i)
-                    result.scores[name] = self._losses(model, batch.to(self.device))
-                    if self.config.rollouts and self.tokenizer() is not None:
-                        self._rollouts(model, name, batch.to(self.device), step, result)
-            if self.config.rollouts and self.tokenizer_error:
-                for name in self.batches:
+                    result.scores[name] = self._losses(model, name, batch.to(self.device))
+                    if name in self.rollout_sets and self.tokenizer() is not None:
+                        self._rollouts(model, name, step, result)
+            if self.rollout_sets and self.tokenizer_error:
+                for name in self.rollout_sets:
                     result.skipped.setdefault(name, f"no PSNR: {self.tokenizer_error}")
         finally:
             model.train(was_training)
+        result.seconds = time.perf_counter() - start
         return result
 
-    def _losses(self, model: HMA, batch) -> DatasetScores:
+    def _losses(self, model: HMA, name: str, batch: Batch) -> DatasetScores:
         flat = model.flatten_tokens(batch.tokens)
         b, t, s = flat.shape[:3]
         gen = torch.Generator(device=batch.tokens.device).manual_seed(self.config.seed)
         masks = sample_masks("forward", b, t, s, model.config.masking, flat.device, generator=gen)
-        out = model(
-            batch.tokens,
-            batch.actions,
-            batch.datasets,
-            video_mask=masks.video,
-            action_mask=masks.action,
-            null_actions=masks.null_actions,
-        )
+
+        def forward(actions: torch.Tensor):
+            return model(
+                batch.tokens,
+                actions,
+                batch.datasets,
+                video_mask=masks.video,
+                action_mask=masks.action,
+                null_actions=masks.null_actions,
+            )
+
+        out = forward(batch.actions)
         # One forward pass serves both the loss and the per-token NLL of perplexity.
         scores = DatasetScores(loss=float(model.losses(batch, out, masks)["total"]))
         head = model.video_head
         if model.config.token_kind == "vq" and hasattr(head, "nll") and masks.video.any():
+            video_mask = masks.video.flatten(0, 1)  # [B*T,S]
             nll = head.nll(flat.flatten(0, 1), out.video.flatten(0, 1))  # [B*T,S]
-            scores.perplexity = perplexity_from_nll(nll[masks.video.flatten(0, 1)])
+            scores.perplexity = perplexity_from_nll(nll[video_mask])
+            # Random actions as ΔPSNR draws them (N(0, 1), zero beyond the dataset's width).
+            random = torch.randn(batch.actions.shape, generator=gen, device=flat.device)
+            random = random * self._action_mask(model, name, batch.actions)
+            shuffled = forward(random)
+            nll_random = head.nll(flat.flatten(0, 1), shuffled.video.flatten(0, 1))  # [B*T,S]
+            scores.action_gain = float((nll_random - nll)[video_mask].double().mean())
         return scores
 
-    def _rollouts(self, model: HMA, name: str, batch, step: int, result: ValidationResult) -> None:
-        cfg = self.config
-        n = min(cfg.rollouts, batch.tokens.shape[0])
-        t0 = cfg.prompt_frames
-        t = batch.tokens.shape[1]
-        if t0 >= t:
-            result.skipped[name] = f"prompt_frames {t0} leaves nothing to generate in {t} frames"
-            return
-        tokens, actions = batch.tokens[:n], batch.actions[:n]
-        datasets = batch.datasets[:n]
-        width = model.embodiments.widths[name]
+    @staticmethod
+    def _action_mask(model: HMA, name: str, actions: torch.Tensor) -> torch.Tensor:
+        """bool [A_max]: the action columns dataset `name` uses (the rest is batch padding)."""
         mask = torch.zeros(actions.shape[-1], dtype=torch.bool, device=actions.device)
-        mask[:width] = True
-        captured: list[torch.Tensor] = []
+        mask[: model.embodiments.widths[name]] = True
+        return mask
 
-        def rollout_fn(prompt, acts, generator):
-            out = model.rollout(
-                prompt,
-                acts,
-                datasets,
-                horizon=t - t0,
-                mode="forward",
-                steps=cfg.steps,
-                temperature=cfg.temperature,
-                generator=generator,
-            ).tokens
-            if not captured:
-                captured.append(out)  # the true-action rollout comes first
-            return out
-
+    def _rollouts(self, model: HMA, name: str, step: int, result: ValidationResult) -> None:
+        cfg = self.config
+        rollout_set = self.rollout_sets[name]
+        batch = rollout_set.batch.to(self.device)
+        t0, t = cfg.prompt_frames, rollout_set.frames
         tok = self.tokenizer()
-        scores = controllability(
+        rollout_fn = _forward_rollout(model, batch.datasets, t - t0, cfg)
+        scores = rollout_scores(
             rollout_fn,
             tok,
-            tokens[:, :t0],
-            actions[:, t0 - 1 : t - 1],
-            tokens[:, t0:],
+            batch.tokens[:, :t0],
+            batch.actions[:, t0 - 1 : t - 1],  # chunk f drives frame f + 1
+            decode_video(tok, batch.tokens[:, t0:]),
             trials=cfg.trials,
             seed=cfg.seed,
-            action_mask=mask,
+            action_mask=self._action_mask(model, name, batch.actions),
         )
-        result.scores[name].psnr = scores.psnr_true
-        result.scores[name].delta_psnr = scores.delta_psnr
+        s = result.scores[name]
+        s.psnr = float(scores.psnr_true.mean())
+        s.delta_psnr, s.delta_psnr_se = scores.delta_psnr, scores.delta_psnr_se
+        s.rollouts, s.rollout_frames = int(batch.tokens.shape[0]), t
         if cfg.png and self.out_url:
+            rows = min(cfg.png_rollouts, batch.tokens.shape[0])
+            real, true_actions, random_actions = (
+                decode_video(tok, x[:rows]).cpu().numpy()  # (rows, T, Hp, Wp, 3)
+                for x in (batch.tokens, scores.tokens[0], scores.tokens[1])
+            )
+            videos = [v[r] for r in range(rows) for v in (real, true_actions, random_actions)]
             url = storage.join(self.out_url, f"step_{step:07d}", f"{name}.png")
-            real = decode_video(tok, tokens).cpu().numpy()  # (n, T, Hp, Wp, 3)
-            predicted = decode_video(tok, captured[0]).cpu().numpy()
-            storage.write_png(real_vs_predicted(real, predicted), url)
+            storage.write_png(video_grid(videos), url)
             result.pngs[name] = url
 
 
-def real_vs_predicted(real: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-    """uint8 [n,T,Hp,Wp,3] twice -> one image: per rollout a row of real frames over a row of
-    predicted ones (the prompt frames are real in both)."""
-    n, t, hp, wp, _ = real.shape
-    rows = 2 * n
+def _forward_rollout(
+    model: HMA, datasets: list[str], horizon: int, cfg: ValidationConfig
+) -> RolloutFn:
+    def rollout_fn(prompt, actions, generator):
+        return model.rollout(
+            prompt,
+            actions,
+            datasets,
+            horizon=horizon,
+            mode="forward",
+            steps=cfg.steps,
+            temperature=cfg.temperature,
+            generator=generator,
+        ).tokens
+
+    return rollout_fn
+
+
+def video_grid(videos: list[np.ndarray]) -> np.ndarray:
+    """uint8 videos [T,Hp,Wp,3] (one T) -> one image, a video per row, frames left to right."""
+    t, hp, wp, _ = videos[0].shape
+    rows = len(videos)
     image = np.full(
         (rows * hp + (rows - 1) * PNG_GAP, t * wp + (t - 1) * PNG_GAP, 3), 255, np.uint8
     )
-    for r in range(rows):
-        video = real[r // 2] if r % 2 == 0 else predicted[r // 2]
+    for r, video in enumerate(videos):
         for f in range(t):
             y, x = r * (hp + PNG_GAP), f * (wp + PNG_GAP)
             image[y : y + hp, x : x + wp] = video[f]
@@ -232,7 +402,10 @@ def real_vs_predicted(real: np.ndarray, predicted: np.ndarray) -> np.ndarray:
 
 def table(result: ValidationResult, vocab: int | None) -> list[str]:
     """A console table of the scores, one row per dataset (with the uniform perplexity)."""
-    header = f"{'dataset':<22}{'loss':>8}{'ppl':>9}{'psnr':>8}{'dpsnr':>8}"
+    header = (
+        f"{'dataset':<22}{'loss':>8}{'ppl':>9}{'again':>8}{'psnr':>8}{'dpsnr':>8}{'±se':>7}"
+        f"{'n x T':>8}"
+    )
     if vocab:
         header += f"   (uniform ppl {vocab})"
     lines = [f"validation at step {result.step}", header]
@@ -241,10 +414,16 @@ def table(result: ValidationResult, vocab: int | None) -> list[str]:
         return format(value, spec) if value is not None else "-"
 
     for name, s in sorted(result.scores.items()):
+        shape = f"{s.rollouts}x{s.rollout_frames}" if s.rollouts else "-"
         lines.append(
-            f"{name:<22}{s.loss:>8.3f}{fmt(s.perplexity, '9.2f'):>9}{fmt(s.psnr, '8.2f'):>8}"
-            f"{fmt(s.delta_psnr, '8.2f'):>8}"
+            f"{name:<22}{s.loss:>8.3f}{fmt(s.perplexity, '9.2f'):>9}"
+            f"{fmt(s.action_gain, '8.3f'):>8}{fmt(s.psnr, '8.2f'):>8}"
+            f"{fmt(s.delta_psnr, '+8.2f'):>8}{fmt(s.delta_psnr_se, '7.2f'):>7}{shape:>8}"
         )
     for name, why in sorted(result.skipped.items()):
         lines.append(f"{name:<22}skipped: {why}")
+    lines.append(
+        f"again: NLL(random actions) - NLL(true) nats/token; dpsnr ± standard error over "
+        f"n rollouts of T frames; {result.seconds:.1f} s"
+    )
     return lines
