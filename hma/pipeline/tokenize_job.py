@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import struct
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -23,17 +26,21 @@ import pyarrow as pa
 import ray
 from pydantic import Field
 
+from hma import storage
 from hma.config import StorageURL, StrictModel, load_config
 from hma.episodes import Registry, extend_registry
+from hma.errors import ConfigError
 from hma.pipeline import cluster, store
 from hma.pipeline.plan import Source, plan_units
 from hma.pipeline.tokenize_stages import EMPTY_UNIT, TokenizeActor, load_unit, write_unit
 from hma.pipeline.tokenize_summary import TokenizeSummary
-from hma.tokenize.checkpoint import load_tokenizer
+from hma.tokenize import checkpoint, cosmos
+from hma.tokenize.presets import tokenizer_config
 
 EXIT_OK, EXIT_INCOMPLETE = 0, 1
 PLAN_CHUNK = 8192  # units per Arrow array while the plan streams in
 MAX_PLAN_BLOCKS = 4096  # Ray Data input blocks: one unit each, up to this many
+SAFETENSORS_HEADER_LEN = 8  # a safetensors file opens with its JSON header's length, u64 LE
 
 
 class TokenizeJobConfig(StrictModel):
@@ -68,6 +75,64 @@ class TokenizeJobConfig(StrictModel):
 
 def load_job_config(url: str) -> TokenizeJobConfig:
     return load_config(TokenizeJobConfig, url)
+
+
+# ---------------------------------------------------------------------------------------------
+# Tokenizer metadata
+
+
+def tokenizer_info(url: str, frame_size: tuple[int, int]) -> store.TokenizerInfo:
+    """What the store records about the tokenizer at `url`, read from the checkpoint's metadata
+    (config.json and the weights file's header) without building the model: the driver does not
+    run it, and the actors that do check the weights against this fingerprint when they load."""
+    if cosmos.is_cosmos_dir(url):  # TorchScript files: nothing to read short of loading them
+        tokenizer = checkpoint.load_tokenizer(url)
+        return store.TokenizerInfo.from_tokenizer(tokenizer, url, frame_size)
+    root = checkpoint.resolve(url)
+    record = checkpoint.read_record(root)
+    config_url = storage.join(root, checkpoint.CONFIG_FILE)
+    try:
+        config = tokenizer_config(record.get("config") or {}, config_url)
+    except ConfigError as e:
+        raise checkpoint.CheckpointError(str(e)) from None
+    fingerprint = str(record.get("fingerprint", ""))
+    weights = storage.join(root, checkpoint.WEIGHTS_FILE)
+    if _weights_fingerprint(weights) != fingerprint:
+        raise checkpoint.CheckpointError(
+            f"{weights}: its header's fingerprint differs from the one recorded in "
+            f"{checkpoint.CONFIG_FILE}: the weights come from another checkpoint"
+        )
+    height, width = (int(v) for v in frame_size)
+    downsample = config.backbone.downsample
+    if height % downsample or width % downsample:
+        raise ValueError(
+            f"frame size {height}x{width} is not a multiple of the tokenizer's "
+            f"downsampling factor {downsample}"
+        )
+    vq = config.arch == "fsq"
+    return store.TokenizerInfo(
+        kind="vq" if vq else "soft",
+        fingerprint=fingerprint,
+        config=checkpoint.config_dict(config),
+        url=url,
+        grid=(height // downsample, width // downsample),
+        vocab_size=math.prod(config.levels) if vq else None,
+        latent_channels=None if vq else config.latent_channels,
+        frame_size=(height, width),
+    )
+
+
+def _weights_fingerprint(url: str) -> str:
+    """The fingerprint save_net wrote into the safetensors header of `url` (header only)."""
+    try:
+        with storage.open_file(url, "rb") as f:
+            (size,) = struct.unpack("<Q", f.read(SAFETENSORS_HEADER_LEN))
+            header = json.loads(f.read(size))
+    except FileNotFoundError:
+        raise checkpoint.CheckpointError(f"{url}: missing") from None
+    except (struct.error, ValueError, UnicodeDecodeError) as e:
+        raise checkpoint.CheckpointError(f"{url}: not a safetensors file ({e})") from None
+    return str((header.get("__metadata__") or {}).get("fingerprint", ""))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -116,7 +181,9 @@ def build_plan(config: TokenizeJobConfig, committed: set[str]) -> Plan:
 # The chain
 
 
-def tokenize_dataset(plan: Plan, config: TokenizeJobConfig, registry: Registry):
+def tokenize_dataset(
+    plan: Plan, config: TokenizeJobConfig, registry: Registry, info: store.TokenizerInfo
+):
     """The Ray Data chain: plan rows -> episode rows -> token rows (lazy)."""
     import ray.data
     from ray.data import ActorPoolStrategy, TaskPoolStrategy
@@ -154,6 +221,7 @@ def tokenize_dataset(plan: Plan, config: TokenizeJobConfig, registry: Registry):
                 "frame_size": frame_size,
                 "encode_batch": config.encode_batch,
                 "threads": max(1, int(config.actor_cpus)),
+                "expected": info.to_dict(),
             },
             compute=ActorPoolStrategy(size=actors),
             batch_size=config.batch_episodes,
@@ -167,9 +235,7 @@ def run_tokenize(config: TokenizeJobConfig, address: str | None = None) -> Token
     """Run the job on the cluster at `address` (default $RAY_ADDRESS, else a local one)."""
     summary = TokenizeSummary(store=config.store)
     registry = extend_registry(config.registry)
-    tokenizer = load_tokenizer(config.tokenizer)
-    info = store.TokenizerInfo.from_tokenizer(tokenizer, config.tokenizer, config.frame_size)
-    del tokenizer  # the actors load their own
+    info = tokenizer_info(config.tokenizer, tuple(config.frame_size))
     store.create_store(config.store, info)
     summary.lap("setup")
     plan = build_plan(config, store.committed_units(config.store))
@@ -177,7 +243,9 @@ def run_tokenize(config: TokenizeJobConfig, address: str | None = None) -> Token
     summary.lap("plan")
     if plan.units:
         cluster.connect(address)
-        rows = tokenize_dataset(plan, config, registry).iter_rows()
+        summary.mark("connected")
+        rows = token_rows(tokenize_dataset(plan, config, registry, info))
+        summary.mark("pipeline")
         writers = UnitWriters(config, summary)
         bar = _progress(config.progress, plan.episodes)
         try:
@@ -193,6 +261,15 @@ def run_tokenize(config: TokenizeJobConfig, address: str | None = None) -> Token
     summary.lap("finalize")
     summary.wall_seconds = time.perf_counter() - summary.started
     return summary
+
+
+def token_rows(dataset) -> Iterator[dict[str, Any]]:
+    """The dataset's rows as they come. Not Dataset.iter_rows: it prefetches a block, so each
+    block reached the driver only once the next one was done (measured: the first tokens one
+    tokenizer batch, ~1.5 s, later)."""
+    for batch in dataset.iter_batches(batch_size=None, prefetch_batches=0, batch_format="numpy"):
+        for i in range(len(batch["unit"])):
+            yield {name: column[i] for name, column in batch.items()}
 
 
 def _progress(enabled: bool, total: int):

@@ -10,7 +10,8 @@
 
 A row: unit, index (position in the unit), total (rows the unit yields), dataset, episode_id,
 split, success (-1/0/1), source, reason ("" = good), steps (raw T), frames | tokens, actions,
-and the seconds its stage spent on it (load_s, resize_s, encode_s) for the summary.
+and the seconds its stage spent on it (load_s, resize_s, encode_s) for the summary; start-up
+milestones (epoch seconds: load_at, and the actor's actor_boot, actor_init, actor_ready).
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ def _row(unit: Unit, index: int, total: int, item: Listed, frame_size: tuple[int
         "actions": np.zeros((0, 1, 1), np.float32),
         "load_s": 0.0,
         "resize_s": 0.0,
+        "load_at": time.time(),  # epoch seconds the load task reached this row (start-up)
     }
 
 
@@ -100,22 +102,39 @@ def _load_episode(
 
 
 class TokenizeActor:
-    """Encodes the frames of a batch of rows with one tokenizer, loaded once per actor."""
+    """Encodes the frames of a batch of rows with one tokenizer, loaded once per actor.
+
+    `expected` is the tokenizer description the driver read from the checkpoint's metadata and
+    recorded in the store; the actor checks the model it loaded (weights hashed against the
+    recorded fingerprint) matches it, so the store never claims a tokenizer that did not run.
+    """
 
     def __init__(
-        self, checkpoint: str, frame_size: tuple[int, int], encode_batch: int, threads: int
+        self,
+        checkpoint: str,
+        frame_size: tuple[int, int],
+        encode_batch: int,
+        threads: int,
+        expected: dict[str, Any] | None = None,
     ):
+        self.timing = {"actor_boot": process_start_time(), "actor_init": time.time()}
         import torch
 
-        from hma.tokenize.checkpoint import load_tokenizer
+        from hma.tokenize.checkpoint import CheckpointError, load_tokenizer
 
         if not torch.cuda.is_available():
             torch.set_num_threads(threads)  # the actor's CPU share, not every core of the node
         device = "cuda" if torch.cuda.is_available() else "cpu"
         self.tokenizer = load_tokenizer(checkpoint, device=device, batch_size=encode_batch)
         info = store.TokenizerInfo.from_tokenizer(self.tokenizer, checkpoint, frame_size)
+        if expected is not None and info.to_dict() != expected:
+            raise CheckpointError(
+                f"{checkpoint}: the loaded tokenizer {info.to_dict()} does not match its "
+                f"metadata {expected}"
+            )
         self.dtype = np.dtype(info.token_dtype)  # the store's on-disk dtype: small rows
         self.empty = np.zeros((0, *info.token_shape), self.dtype)
+        self.timing["actor_ready"] = time.time()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         frames = batch.pop("frames")
@@ -137,7 +156,16 @@ class TokenizeActor:
             encode_s[i] = seconds * size / max(sum(sizes), 1)  # the batch's time, shared by frames
         batch["tokens"] = tokens
         batch["encode_s"] = encode_s
+        for name, at in self.timing.items():
+            batch[name] = np.full(rows, at)  # start-up milestones, for the summary
         return batch
+
+
+def process_start_time() -> float:
+    """When this process started (epoch seconds): the actor's worker boot shows in the summary."""
+    import psutil
+
+    return psutil.Process().create_time()
 
 
 def encoded_unit(

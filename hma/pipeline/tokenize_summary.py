@@ -14,9 +14,11 @@ from typing import Any
 
 from hma.pipeline.store import StoreSummary
 
-# driver stages (wall seconds): setup (tokenizer load, store creation), plan, finalize;
+# driver stages (wall seconds): setup (tokenizer metadata, store creation), plan, finalize;
 # worker stages (seconds summed over tasks): load (list, decode, validate), resize, encode, write
 STAGES = ("setup", "plan", "load", "resize", "encode", "write", "finalize")
+# start-up milestones the rows carry (epoch seconds, set by the load tasks and the actors)
+ROW_MILESTONES = ("load_at", "actor_boot", "actor_init", "actor_ready")
 MAX_LISTED = 10  # failed units listed in full
 
 
@@ -49,6 +51,10 @@ class TokenizeSummary:
     stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
     wall_seconds: float = 0.0
     started: float = field(default_factory=time.perf_counter)  # perf_counter() at the job start
+    started_at: float = field(default_factory=time.time)  # the same instant, epoch seconds
+    # start-up milestones, seconds after the start: driver marks, and the earliest of each
+    # ROW_MILESTONES over the rows (workers stamp epoch time; one machine's clock, or NTP's)
+    milestones: dict[str, float] = field(default_factory=dict)
     first_row: float | None = None  # perf_counter() when the first / last token row arrived
     last_row: float = 0.0
     _lap: float | None = None
@@ -61,6 +67,16 @@ class TokenizeSummary:
             self.stage_seconds[stage] += now - (self._lap or self.started)
         self._lap = now
 
+    def mark(self, milestone: str) -> None:
+        """Record that the driver reached `milestone` (seconds since the start)."""
+        self.milestones[milestone] = time.perf_counter() - self.started
+
+    def _row_milestones(self, row: dict[str, Any]) -> None:
+        for name in ROW_MILESTONES:
+            if name in row:
+                at = float(row[name]) - self.started_at
+                self.milestones[name] = min(self.milestones.get(name, at), at)
+
     def _counts(self, dataset: str) -> RunCounts:
         return self.datasets.setdefault(dataset, RunCounts())
 
@@ -69,6 +85,7 @@ class TokenizeSummary:
         self.last_row = time.perf_counter()
         if self.first_row is None:
             self.first_row = self.last_row
+        self._row_milestones(row)
         if int(row["index"]) < 0:
             return
         self._counts(str(row["dataset"])).read += 1
@@ -97,6 +114,27 @@ class TokenizeSummary:
     def startup_seconds(self) -> float:
         """From the job start to the first token row: model loads, planning, actor start."""
         return (self.first_row - self.started) if self.first_row is not None else 0.0
+
+    def startup_breakdown(self) -> dict[str, float]:
+        """The start-up (job start -> first token row) cut into consecutive phases that sum to
+        `startup_seconds`; a phase whose milestone is unknown or came earlier counts 0 s."""
+        if self.first_row is None:
+            return {}
+        seconds = self.stage_seconds
+        ends = {
+            "setup (tokenizer metadata, store)": seconds["setup"],
+            "plan": seconds["setup"] + seconds["plan"],
+            "connect to Ray": self.milestones.get("connected", 0.0),
+            "build the Ray Data chain": self.milestones.get("pipeline", 0.0),
+            "actor worker start (process, Ray, imports)": self.milestones.get("actor_init", 0.0),
+            "actor model load (torch, checkpoint)": self.milestones.get("actor_ready", 0.0),
+            "first batch (decoded unit, encode, hand-over)": self.startup_seconds,
+        }
+        out, previous = {}, 0.0
+        for phase, end in ends.items():
+            end = min(max(end, previous), self.startup_seconds)
+            out[phase], previous = end - previous, end
+        return out
 
     @property
     def steady_fps(self) -> float:
@@ -135,6 +173,8 @@ class TokenizeSummary:
             "frames_per_second": self.frames / max(self.wall_seconds, 1e-9),
             "steady_frames_per_second": self.steady_fps,
             "startup_seconds": self.startup_seconds,
+            "startup_breakdown": self.startup_breakdown(),
+            "milestones": self.milestones,
             "store_summary": self.store_summary.to_dict() if self.store_summary else None,
         }
 
@@ -155,6 +195,11 @@ class TokenizeSummary:
             f"({rate:.1f} frames/s end to end; {self.steady_fps:.1f} steady after "
             f"{self.startup_seconds:.1f}s to the first tokens)"
         )
+        if self.first_row is not None:
+            out.append(
+                "start-up: "
+                + ", ".join(f"{k} {v:.1f}" for k, v in self.startup_breakdown().items())
+            )
         out.append(
             "seconds per stage (driver: wall; workers: summed over tasks): "
             + ", ".join(f"{k} {v:.1f}" for k, v in self.stage_seconds.items())
