@@ -14,10 +14,12 @@ with either head, the DiT baseline, or a hand-written function in a test).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -133,11 +135,28 @@ class ControllabilityResult:
     delta_psnr: float  # psnr_true - mean(psnr_random)
     psnr_true: float  # dB, rollout with the true actions
     psnr_random: tuple[float, ...]  # dB, one per random-action trial
+    # per rollout (each the mean PSNR over its generated frames): true actions [B], and per
+    # random-action trial [K][B]; their means are psnr_true / psnr_random
+    rollout_true: tuple[float, ...] = ()
+    rollout_random: tuple[tuple[float, ...], ...] = ()
+
+    @property
+    def rollout_delta(self) -> np.ndarray:
+        """ΔPSNR of each rollout, float [B]; its mean is delta_psnr."""
+        return np.asarray(self.rollout_true) - np.asarray(self.rollout_random).mean(axis=0)
+
+    @property
+    def delta_psnr_se(self) -> float | None:
+        """Standard error of delta_psnr over the rollouts (None from one: no spread)."""
+        delta = self.rollout_delta
+        return float(delta.std(ddof=1) / math.sqrt(len(delta))) if len(delta) > 1 else None
 
     def __str__(self) -> str:
         spread = ", ".join(f"{p:.2f}" for p in self.psnr_random)
+        se = self.delta_psnr_se
+        error = f" +- {se:.2f}" if se is not None else ""
         return (
-            f"dPSNR {self.delta_psnr:.2f} dB (true actions {self.psnr_true:.2f} dB; "
+            f"dPSNR {self.delta_psnr:.2f}{error} dB (true actions {self.psnr_true:.2f} dB; "
             f"random {spread})"
         )
 
@@ -180,7 +199,8 @@ def controllability(
     device = prompts.device
     reference = reference.to(tokenizer.device)
 
-    def score(actions: torch.Tensor) -> float:
+    def score(actions: torch.Tensor) -> tuple[float, ...]:
+        """Mean PSNR over the generated frames of each rollout, [B]."""
         generator = torch.Generator(device=device).manual_seed(seed)
         tokens = rollout_fn(prompts, actions, generator)
         if tokens.shape[1] != prompts.shape[1] + horizon:
@@ -189,11 +209,12 @@ def controllability(
                 f"{prompts.shape[1]} prompt frames + {horizon} generated"
             )
         generated = decode_video(tokenizer, tokens[:, prompts.shape[1] :])  # (B, H, Hp, Wp, 3)
-        return video_psnr(reference, generated.to(reference.device))
+        per_frame = psnr(*_frames(reference, generated.to(reference.device)))  # (B*H,)
+        return tuple(per_frame.view(-1, horizon).mean(dim=1).double().tolist())
 
-    psnr_true = score(true_actions)
+    rollout_true = score(true_actions)
     action_gen = torch.Generator(device=true_actions.device).manual_seed(seed + 1)
-    psnr_random = []
+    rollout_random = []
     for _ in range(trials):
         random_actions = torch.randn(
             true_actions.shape,
@@ -203,6 +224,8 @@ def controllability(
         )
         if action_mask is not None:
             random_actions = random_actions * action_mask.to(random_actions.device)
-        psnr_random.append(score(random_actions))
+        rollout_random.append(score(random_actions))
+    psnr_true = float(np.mean(rollout_true))
+    psnr_random = tuple(float(np.mean(r)) for r in rollout_random)
     delta = psnr_true - sum(psnr_random) / trials
-    return ControllabilityResult(delta, psnr_true, tuple(psnr_random))
+    return ControllabilityResult(delta, psnr_true, psnr_random, rollout_true, tuple(rollout_random))

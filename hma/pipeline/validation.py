@@ -23,7 +23,6 @@ Nothing here touches the training RNG streams (torch.random.fork_rng).
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -37,10 +36,9 @@ from hma.config import StrictModel
 from hma.model.batch import Batch
 from hma.model.hma import HMA
 from hma.model.masking import sample_masks
-from hma.model.metrics import RolloutFn, decode_video, perplexity_from_nll
+from hma.model.metrics import RolloutFn, controllability, decode_video, perplexity_from_nll
 from hma.pipeline.mixing import MixedSource, collate
 from hma.pipeline.store_reader import Window, WindowSampler
-from hma.tokenize.metrics import psnr
 
 PNG_GAP = 2  # pixels between frames and rows of the rollout PNG
 # Rounds of draws when collecting distinct rollout windows: a dataset with few val windows needs
@@ -107,82 +105,6 @@ class ValidationResult:
                 if value is not None:
                     out[f"val/{name}/{key}"] = float(value)
         return out
-
-
-@dataclass(frozen=True)
-class RolloutScores:
-    """Per-rollout PSNRs (dB, each the mean over the rollout's generated frames)."""
-
-    psnr_true: np.ndarray  # float [n]
-    psnr_random: np.ndarray  # float [K,n]
-    tokens: list[torch.Tensor]  # the rollouts [n,T,...]: true actions first, then each trial
-
-    @property
-    def delta(self) -> np.ndarray:
-        """ΔPSNR of each rollout [n]."""
-        return self.psnr_true - self.psnr_random.mean(axis=0)
-
-    @property
-    def delta_psnr(self) -> float:
-        return float(self.delta.mean())
-
-    @property
-    def delta_psnr_se(self) -> float | None:
-        """Standard error of the mean ΔPSNR (None from one rollout: no spread to measure)."""
-        n = self.delta.shape[0]
-        return float(self.delta.std(ddof=1) / math.sqrt(n)) if n > 1 else None
-
-
-def rollout_scores(
-    rollout_fn: RolloutFn,
-    tokenizer: Any,
-    prompts: torch.Tensor,
-    true_actions: torch.Tensor,
-    reference: torch.Tensor,
-    trials: int,
-    seed: int,
-    action_mask: torch.Tensor | None = None,
-) -> RolloutScores:
-    """hma.model.metrics.controllability's protocol, kept per rollout (the mean of `delta` is
-    its delta_psnr): common random numbers (every rollout's generator seeded with `seed`),
-    random actions N(0, 1) from a generator seeded with `seed + 1`, zero outside `action_mask`.
-
-    prompts [n,T0,...], true_actions [n,H,A_max], reference uint8 frames [n,H,Hp,Wp,3]."""
-    n, t0, horizon = prompts.shape[0], prompts.shape[1], true_actions.shape[1]
-    if tuple(reference.shape[:2]) != (n, horizon) or reference.dtype != torch.uint8:
-        raise ValueError(
-            f"reference must be uint8 frames [{n}, {horizon}, Hp, Wp, 3] for {n} rollouts of "
-            f"{horizon} frames, got {reference.dtype} {list(reference.shape)}"
-        )
-    flat_reference = reference.flatten(0, 1)  # (n*H, Hp, Wp, 3)
-    rollouts: list[torch.Tensor] = []
-
-    def score(actions: torch.Tensor) -> np.ndarray:
-        generator = torch.Generator(device=prompts.device).manual_seed(seed)
-        tokens = rollout_fn(prompts, actions, generator)
-        if tokens.shape[1] != t0 + horizon:
-            raise ValueError(
-                f"rollout_fn returned {tokens.shape[1]} frames, expected {t0} + {horizon}"
-            )
-        rollouts.append(tokens)
-        generated = decode_video(tokenizer, tokens[:, t0:]).flatten(0, 1)  # (n*H, Hp, Wp, 3)
-        per_frame = psnr(flat_reference, generated.to(flat_reference.device))  # (n*H,)
-        return per_frame.view(n, horizon).mean(dim=1).cpu().double().numpy()  # (n,)
-
-    psnr_true = score(true_actions)
-    action_gen = torch.Generator(device=true_actions.device).manual_seed(seed + 1)
-    random = []
-    for _ in range(trials):
-        actions = torch.randn(
-            true_actions.shape,
-            generator=action_gen,
-            device=true_actions.device,
-            dtype=true_actions.dtype,
-        )
-        if action_mask is not None:
-            actions = actions * action_mask.to(actions.device)
-        random.append(score(actions))
-    return RolloutScores(psnr_true, np.stack(random), rollouts)
 
 
 def distinct_windows(
@@ -341,26 +263,32 @@ class Validator:
         batch = rollout_set.batch.to(self.device)
         t0, t = cfg.prompt_frames, rollout_set.frames
         tok = self.tokenizer()
-        rollout_fn = _forward_rollout(model, batch.datasets, t - t0, cfg)
-        scores = rollout_scores(
+        captured: list[torch.Tensor] = []  # the true-action rollout, then each trial's
+        rollout = _forward_rollout(model, batch.datasets, t - t0, cfg)
+
+        def rollout_fn(prompt, actions, generator):
+            captured.append(rollout(prompt, actions, generator))
+            return captured[-1]
+
+        scores = controllability(
             rollout_fn,
             tok,
             batch.tokens[:, :t0],
             batch.actions[:, t0 - 1 : t - 1],  # chunk f drives frame f + 1
-            decode_video(tok, batch.tokens[:, t0:]),
+            batch.tokens[:, t0:],
             trials=cfg.trials,
             seed=cfg.seed,
             action_mask=self._action_mask(model, name, batch.actions),
         )
         s = result.scores[name]
-        s.psnr = float(scores.psnr_true.mean())
+        s.psnr = scores.psnr_true
         s.delta_psnr, s.delta_psnr_se = scores.delta_psnr, scores.delta_psnr_se
         s.rollouts, s.rollout_frames = int(batch.tokens.shape[0]), t
         if cfg.png and self.out_url:
             rows = min(cfg.png_rollouts, batch.tokens.shape[0])
             real, true_actions, random_actions = (
                 decode_video(tok, x[:rows]).cpu().numpy()  # (rows, T, Hp, Wp, 3)
-                for x in (batch.tokens, scores.tokens[0], scores.tokens[1])
+                for x in (batch.tokens, captured[0], captured[1])
             )
             videos = [v[r] for r in range(rows) for v in (real, true_actions, random_actions)]
             url = storage.join(self.out_url, f"step_{step:07d}", f"{name}.png")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -98,6 +99,11 @@ def test_controllability_is_positive_when_actions_steer_the_video(tokenizer):
     again = controllability(follows_actions, tokenizer, prompts, true_actions, frames)
     assert again == result
     assert "dPSNR" in str(result)
+    # per rollout: the means are the figures above, and the spread gives a standard error
+    assert len(result.rollout_true) == B and np.array(result.rollout_random).shape == (5, B)
+    assert result.rollout_delta.mean() == pytest.approx(result.delta_psnr)
+    expected_se = result.rollout_delta.std(ddof=1) / np.sqrt(B)
+    assert result.delta_psnr_se == pytest.approx(expected_se) and result.delta_psnr_se > 0
 
 
 def test_controllability_is_zero_when_actions_are_ignored(tokenizer):
@@ -112,6 +118,9 @@ def test_controllability_is_zero_when_actions_are_ignored(tokenizer):
     result = controllability(ignores_actions, tokenizer, prompts, true_actions, truth, trials=3)
     assert result.delta_psnr == pytest.approx(0.0, abs=1e-9)
     assert len(result.psnr_random) == 3
+    assert result.delta_psnr_se == pytest.approx(0.0, abs=1e-9)
+    one = controllability(ignores_actions, tokenizer, prompts[:1], true_actions[:1], truth[:1])
+    assert one.delta_psnr_se is None  # one rollout: no spread to measure
 
 
 def test_random_actions_respect_the_mask_and_rollout_length_is_checked(tokenizer):
