@@ -42,7 +42,7 @@ from hma.model.metrics import (
     video_psnr,
     video_ssim,
 )
-from hma.pipeline.validation import real_vs_predicted
+from hma.pipeline.validation import video_grid
 from hma.tokenize.checkpoint import RUN_CHECKPOINT
 
 PAGE = "index.html"
@@ -254,7 +254,9 @@ def write_assets(
     write_gif(video, storage.join(out, rep.gif), fps)
     write_mp4(video, storage.join(out, rep.mp4), fps)
     k = max(1, -(-MIN_STRIP_SIDE // real.shape[2]))  # ceil: nearest-neighbour upscale factor
-    strip = real_vs_predicted(*(v.repeat(k, axis=2).repeat(k, axis=3) for v in (real, generated)))
+    real, generated = (v.repeat(k, axis=2).repeat(k, axis=3) for v in (real, generated))
+    # per episode a row of real frames over a row of generated ones
+    strip = video_grid([video[i] for i in range(len(real)) for video in (real, generated)])
     storage.write_png(strip, storage.join(out, rep.png))
 
 
