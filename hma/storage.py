@@ -6,6 +6,7 @@ S3-compatible stores (MinIO, a moto server in tests). Credentials are never logg
 
 from __future__ import annotations
 
+import json
 import os
 import posixpath
 import shutil
@@ -81,6 +82,32 @@ def makedirs(url: str) -> None:
 def open_file(url: str, mode: str = "rb"):
     """Open one file for streaming reads or writes (a context manager)."""
     return fsspec.open(url, mode, **storage_options(url))
+
+
+def read_json(url: str, error: type[Exception], missing: str) -> Any:
+    """The JSON document at `url`; a missing or damaged file raises `error` naming it."""
+    try:
+        with open_file(url, "r") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        raise error(f"{url}: {missing}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise error(f"{url}: not valid JSON ({e})") from None
+
+
+def read_versioned_json(
+    url: str, fmt: str, version: int, error: type[Exception], missing: str
+) -> dict[str, Any]:
+    """A JSON record tagged {"format": fmt, "version": version} (checkpoint metadata); any other
+    file raises `error` naming it."""
+    record = read_json(url, error, missing)
+    if not isinstance(record, dict) or record.get("format") != fmt:
+        raise error(f"{url}: not an {fmt} record (format key missing or different)")
+    if record.get("version") != version:
+        raise error(
+            f"{url}: checkpoint version {record.get('version')!r}, this code reads {version}"
+        )
+    return record
 
 
 def write_png(image: Any, url: str) -> None:

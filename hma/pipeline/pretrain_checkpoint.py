@@ -128,21 +128,11 @@ def save_untrained(
 
 
 def read_meta(url: str) -> dict[str, Any]:
+    """The checked meta.json of the pretraining checkpoint at `url`."""
     path = storage.join(url, META_FILE)
-    try:
-        with storage.open_file(path, "r") as f:
-            meta = json.load(f)
-    except FileNotFoundError:
-        raise PretrainCheckpointError(f"{path}: missing; not a pretraining checkpoint") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise PretrainCheckpointError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise PretrainCheckpointError(f"{path}: not an {FORMAT} record (format key differs)")
-    if meta.get("version") != VERSION:
-        raise PretrainCheckpointError(
-            f"{path}: checkpoint version {meta.get('version')!r}, this code reads {VERSION}"
-        )
-    return meta
+    return storage.read_versioned_json(
+        path, FORMAT, VERSION, PretrainCheckpointError, "missing; not a pretraining checkpoint"
+    )
 
 
 def load_trainer_state(url: str) -> dict[str, Any]:

@@ -112,28 +112,12 @@ def resolve(url: str) -> str:
     return found
 
 
-def _read_json(path: str, missing: str) -> Any:
-    """A checkpoint's JSON file; a missing or damaged one is a CheckpointError naming it."""
-    try:
-        with storage.open_file(path, "r") as f:
-            return json.load(f)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: {missing}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
-
-
 def read_record(url: str) -> dict[str, Any]:
     """The parsed and checked config.json of the checkpoint at `url`."""
     path = storage.join(url, CONFIG_FILE)
-    record = _read_json(path, "missing; not a tokenizer checkpoint")
-    if not isinstance(record, dict) or record.get("format") != FORMAT:
-        raise CheckpointError(f"{path}: not an {FORMAT} config (format key missing or different)")
-    if record.get("version") != VERSION:
-        raise CheckpointError(
-            f"{path}: checkpoint version {record.get('version')!r}, this code reads {VERSION}"
-        )
-    return record
+    return storage.read_versioned_json(
+        path, FORMAT, VERSION, CheckpointError, "missing; not a tokenizer checkpoint"
+    )
 
 
 def load_net(url: str) -> tuple[nn.Module, dict[str, Any], str]:
@@ -225,7 +209,7 @@ def save_state(url: str, state: dict[str, Any]) -> None:
 def load_state(url: str) -> dict[str, Any]:
     """The state `save_state` wrote, with tensors back in place."""
     path = storage.join(url, STATE_JSON)
-    plain = _read_json(path, "missing (checkpoint has no trainer state)")
+    plain = storage.read_json(path, CheckpointError, "missing (checkpoint has no trainer state)")
     tensors = read_tensors(storage.join(url, STATE_TENSORS))
     return _join_tensors(plain, tensors)
 
