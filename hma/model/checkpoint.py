@@ -36,11 +36,17 @@ class CheckpointError(HmaError, ValueError):
 
 def save_model(model: HMA, url: str) -> None:
     """Write `model`'s weights and config to directory `url`."""
+    save_model_state(model.state_dict(), model.config.model_dump(mode="json"), url)
+
+
+def save_model_state(state: dict[str, torch.Tensor], config: dict[str, Any], url: str) -> None:
+    """save_model from a state dict and a JSON config (under FSDP2 the full weights exist only
+    as a gathered state dict, not as a module)."""
     storage.makedirs(url)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     with storage.open_file(storage.join(url, WEIGHTS_FILE), "wb") as f:
         f.write(save_tensor_bytes(tensors, metadata={"format": FORMAT}))
-    record = {"format": FORMAT, "version": VERSION, "config": model.config.model_dump(mode="json")}
+    record = {"format": FORMAT, "version": VERSION, "config": config}
     with storage.open_file(storage.join(url, CONFIG_FILE), "w") as f:
         json.dump(record, f, indent=2, sort_keys=True)
 

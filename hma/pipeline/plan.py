@@ -91,10 +91,8 @@ def make_unit(fmt: str, url: str, dataset: str | None, count: int, loc: dict[str
 # Driver: plan
 
 
-def plan_units(
-    sources: Iterable[Source], episodes_per_unit: int, skip: set[str] | frozenset[str] = frozenset()
-) -> Iterator[Unit]:
-    """Units of every source, in source order, leaving out the unit ids in `skip` (committed).
+def plan_units(sources: Iterable[Source], episodes_per_unit: int) -> Iterator[Unit]:
+    """Units of every source, in source order.
 
     A source URL that does not exist is a ConfigError (a typo should stop the run before it
     starts); a source that exists but cannot be listed becomes one broken unit.
@@ -102,9 +100,7 @@ def plan_units(
     if episodes_per_unit < 1:
         raise ConfigError(f"episodes_per_unit must be >= 1, got {episodes_per_unit}")
     for source in sources:
-        for unit in _plan_source(source, episodes_per_unit):
-            if unit["unit"] not in skip:
-                yield unit
+        yield from _plan_source(source, episodes_per_unit)
 
 
 def _plan_source(source: Source, n: int) -> Iterator[Unit]:

@@ -52,22 +52,9 @@ def save(
     meta: dict[str, Any],
 ) -> None:
     """Write a checkpoint; `meta` (JSON) goes last, into pretrain.json."""
-    from safetensors.torch import save as save_tensor_bytes
+    from hma.model.checkpoint import save_model_state
 
-    from hma.model.checkpoint import CONFIG_FILE, WEIGHTS_FILE
-    from hma.model.checkpoint import FORMAT as MODEL_FORMAT
-    from hma.model.checkpoint import VERSION as MODEL_VERSION
-
-    # The model directory in hma.model.checkpoint's layout, written from a state dict: under FSDP2
-    # the full weights exist only as a gathered state dict, not as an nn.Module to hand to it.
-    model_dir = model_url(url)
-    storage.makedirs(model_dir)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model_state.items()}
-    with storage.open_file(storage.join(model_dir, WEIGHTS_FILE), "wb") as f:
-        f.write(save_tensor_bytes(tensors, metadata={"format": MODEL_FORMAT}))
-    record = {"format": MODEL_FORMAT, "version": MODEL_VERSION, "config": model_config}
-    with storage.open_file(storage.join(model_dir, CONFIG_FILE), "w") as f:
-        json.dump(record, f, indent=2, sort_keys=True)
+    save_model_state(model_state, model_config, model_url(url))
     save_state(url, trainer_state)
     with storage.open_file(storage.join(url, META_FILE), "w") as f:
         json.dump({"format": FORMAT, "version": VERSION, **meta}, f, indent=2, sort_keys=True)

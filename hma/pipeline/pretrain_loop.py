@@ -14,6 +14,7 @@ from typing import Any
 import torch
 
 from hma import storage
+from hma.distributed import agree, is_distributed
 from hma.model.checkpoint import WEIGHTS_FILE, load_weights
 from hma.model.config import ModelConfig
 from hma.model.hma import HMA
@@ -22,7 +23,6 @@ from hma.pipeline.mixing import MixedSource, SamplingStream, StreamState
 from hma.pipeline.pretrain_config import PretrainConfig
 from hma.pipeline.pretrain_step import (
     TrainState,
-    distributed,
     gathered,
     load_states,
     make_state,
@@ -82,7 +82,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             metrics = train_step(state, micro, config.step_config, config.seed, rank)
             state.seconds = time.perf_counter() - start
             tokens += metrics.pop("tokens")
-            done = _agree(_spent(config, state), device)
+            done = agree(_spent(config, state), device)
             if state.step % config.log_every == 0 or done:
                 now = time.perf_counter()
                 metrics["tokens_per_s"] = tokens * world / max(now - tick, 1e-9)
@@ -105,19 +105,10 @@ def _spent(config: PretrainConfig, state: TrainState) -> bool:
     return bool(config.max_seconds and state.seconds >= config.max_seconds)
 
 
-def _agree(flag: bool, device: torch.device) -> bool:
-    """Every worker stops on the same step: time budgets are measured per process."""
-    if not distributed():
-        return flag
-    t = torch.tensor([float(flag)], device=device)
-    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-    return bool(t.item())
-
-
 def _gather_rng() -> dict[str, Any]:
     """Every rank's RNG states, keyed by rank (collective when distributed)."""
     own = ckpt.rng_state()
-    if not distributed():
+    if not is_distributed():
         return {"0": own}
     states: list[Any] = [None] * torch.distributed.get_world_size()
     torch.distributed.all_gather_object(states, own)

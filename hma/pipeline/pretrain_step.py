@@ -21,6 +21,7 @@ from pydantic import Field, field_validator
 from torch import nn
 
 from hma.config import StrictModel
+from hma.distributed import is_distributed
 from hma.model.batch import Batch
 from hma.model.hma import HMA
 from hma.model.masking import MODES
@@ -102,10 +103,6 @@ class TrainState:
         return self.root.model
 
 
-def distributed() -> bool:
-    return torch.distributed.is_available() and torch.distributed.is_initialized()
-
-
 def build_optimizer(model: nn.Module, optim: OptimConfig) -> torch.optim.AdamW:
     """AdamW over trainable parameters; weight decay on matrices, not on biases/norms/positions."""
     params = [p for p in model.parameters() if p.requires_grad]
@@ -125,7 +122,7 @@ def make_state(
     build its optimizer and schedule. Freeze parameters before calling this."""
     root = LossModule(model)
     runner: nn.Module = root
-    if parallel == "fsdp2" and distributed():
+    if parallel == "fsdp2" and is_distributed():
         from torch.distributed.fsdp import fully_shard
 
         root.to(device)
@@ -134,7 +131,7 @@ def make_state(
         fully_shard(root)
     else:
         root.to(device)
-        if distributed():
+        if is_distributed():
             # Rows of a batch use only their datasets' stems/heads (and passive mode none), so
             # some parameters get no gradient on some ranks.
             runner = nn.parallel.DistributedDataParallel(
@@ -151,7 +148,7 @@ def make_state(
 def gathered(state: TrainState):
     """Root-level parameters unsharded (FSDP2), so code that calls the HMA directly rather than
     through the root's forward (validation, rollouts) sees whole tensors; blocks gather their own."""
-    sharded = state.parallel == "fsdp2" and distributed()
+    sharded = state.parallel == "fsdp2" and is_distributed()
     if sharded:
         state.root.unshard()
     try:
@@ -175,7 +172,7 @@ def choose_mode(modes: dict[str, float], seed: int, step: int, micro: int) -> st
 
 def _no_sync(state: TrainState, last: bool):
     """Skip the gradient all-reduce on all but the last micro-batch of an accumulated step."""
-    if last or not distributed():
+    if last or not is_distributed():
         return contextlib.nullcontext()
     if isinstance(state.runner, nn.parallel.DistributedDataParallel):
         return state.runner.no_sync()
@@ -200,7 +197,7 @@ def train_step(
             batch.tokens.shape[0] * batch.tokens.shape[1] * state.model.config.tokens_per_frame
         )
         last = i == k - 1
-        if last and state.parallel == "fsdp2" and distributed():
+        if last and state.parallel == "fsdp2" and is_distributed():
             state.root.set_requires_gradient_sync(True)
         with _no_sync(state, last), torch.autocast(device.type, torch.bfloat16, enabled=amp):
             losses = state.runner(batch.tokens, batch.actions, batch.datasets, mode)

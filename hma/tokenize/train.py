@@ -24,6 +24,7 @@ from pydantic import Field, field_validator, model_validator
 
 from hma import storage
 from hma.config import StorageURL, StrictModel, load_config
+from hma.distributed import agree, world_size
 from hma.tokenize import trainer
 from hma.tokenize.data import DataConfig, frame_dataset
 from hma.tokenize.fsq import FSQConfig
@@ -127,10 +128,10 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             state.seconds = time.perf_counter() - start
             metrics = trainer.train_step(state, batch["frame"], _progress(config, state))
             frames_seen += len(batch["frame"])
-            done = _agree(_budget_spent(config, state), device)
+            done = agree(_budget_spent(config, state), device)
             if state.step % config.log_every == 0 or done:
                 now = time.perf_counter()
-                metrics["frames_per_s"] = frames_seen * _world_size() / max(now - tick, 1e-9)
+                metrics["frames_per_s"] = frames_seen * world_size() / max(now - tick, 1e-9)
                 frames_seen, tick = 0, now
                 sink.send({"step": state.step, "seconds": state.seconds, **metrics})
             if state.step % config.checkpoint_every == 0 or done:
@@ -152,20 +153,6 @@ def _progress(config: TrainConfig, state: trainer.TrainState) -> float:
 
 def _budget_spent(config: TrainConfig, state: trainer.TrainState) -> bool:
     return _progress(config, state) >= 1.0
-
-
-def _world_size() -> int:
-    dist = torch.distributed
-    return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
-
-
-def _agree(flag: bool, device: torch.device) -> bool:
-    """Every worker stops on the same step: time budgets are measured per process."""
-    if _world_size() == 1:
-        return flag
-    t = torch.tensor([float(flag)], device=device)
-    torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
-    return bool(t.item())
 
 
 def _validation_frames(config: TrainConfig, device: torch.device) -> torch.Tensor | None:
