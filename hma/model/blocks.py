@@ -119,13 +119,12 @@ class TemporalContext:
     Without a cache the keys are the frames in flight; with one, the cache's slots."""
 
     positions: torch.Tensor  # [T] absolute frame indices of the frames in x
-    key_positions: torch.Tensor  # [P] frame index held by each key (EMPTY_SLOT: none)
-    band: torch.Tensor  # bool [T,P], see band_mask
+    band: torch.Tensor  # bool [T,P]: which keys each frame sees (see band_mask)
     plain_causal: bool  # band is the plain causal mask (no cache, T <= window): use is_causal
-    cache: KVCache | None = None
     # cross-attention reads the per-frame context in frame order (cached frames first)
-    context_positions: torch.Tensor | None = None  # [P']
-    context_band: torch.Tensor | None = None  # bool [T,P']
+    context_positions: torch.Tensor  # [P']
+    context_band: torch.Tensor  # bool [T,P']
+    cache: KVCache | None = None
 
 
 class SpatialTemporalBlock(nn.Module):

@@ -180,24 +180,16 @@ class HMA(nn.Module):
         past_frames = cache.frames if cache is not None else 0
         context_positions = torch.arange(first - past_frames, first + t, device=device)  # [P'+T]
         context_band = band_mask(positions, context_positions, window)
-        if cache is None:
-            return TemporalContext(
-                positions=positions,
-                key_positions=positions,
-                band=context_band,
-                plain_causal=t <= window,
-                context_positions=context_positions,
-                context_band=context_band,
-            )
-        key_positions = cache.begin(t, device)  # [capacity]
+        band = context_band  # no cache: the keys are the frames in flight
+        if cache is not None:
+            band = band_mask(positions, cache.begin(t, device), window)  # keys: the cache's slots
         return TemporalContext(
             positions=positions,
-            key_positions=key_positions,
-            band=band_mask(positions, key_positions, window),
-            plain_causal=False,
-            cache=cache,
+            band=band,
+            plain_causal=cache is None and t <= window,
             context_positions=context_positions,
             context_band=context_band,
+            cache=cache,
         )
 
     def forward(

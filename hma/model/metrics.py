@@ -132,13 +132,26 @@ def video_ssim(reference: torch.Tensor, other: torch.Tensor) -> float:
 
 @dataclass(frozen=True)
 class ControllabilityResult:
-    delta_psnr: float  # psnr_true - mean(psnr_random)
-    psnr_true: float  # dB, rollout with the true actions
-    psnr_random: tuple[float, ...]  # dB, one per random-action trial
-    # per rollout (each the mean PSNR over its generated frames): true actions [B], and per
-    # random-action trial [K][B]; their means are psnr_true / psnr_random
-    rollout_true: tuple[float, ...] = ()
-    rollout_random: tuple[tuple[float, ...], ...] = ()
+    """Per rollout, the mean PSNR (dB) over its generated frames: with the true actions [B], and
+    per random-action trial [K][B]; every figure is derived from these."""
+
+    rollout_true: tuple[float, ...]
+    rollout_random: tuple[tuple[float, ...], ...]
+
+    @property
+    def psnr_true(self) -> float:
+        """dB, the rollouts with the true actions."""
+        return float(np.mean(self.rollout_true))
+
+    @property
+    def psnr_random(self) -> tuple[float, ...]:
+        """dB, one per random-action trial."""
+        return tuple(float(np.mean(r)) for r in self.rollout_random)
+
+    @property
+    def delta_psnr(self) -> float:
+        """psnr_true - mean(psnr_random)."""
+        return self.psnr_true - sum(self.psnr_random) / len(self.psnr_random)
 
     @property
     def rollout_delta(self) -> np.ndarray:
@@ -225,7 +238,4 @@ def controllability(
         if action_mask is not None:
             random_actions = random_actions * action_mask.to(random_actions.device)
         rollout_random.append(score(random_actions))
-    psnr_true = float(np.mean(rollout_true))
-    psnr_random = tuple(float(np.mean(r)) for r in rollout_random)
-    delta = psnr_true - sum(psnr_random) / trials
-    return ControllabilityResult(delta, psnr_true, psnr_random, rollout_true, tuple(rollout_random))
+    return ControllabilityResult(rollout_true, tuple(rollout_random))

@@ -225,8 +225,15 @@ class WindowSampler:
             raise StoreError(f"dataset {dataset!r} is not one of this sampler's {self.datasets}")
         return int(self._counts[dataset].sum())
 
-    def sample(self, dataset: str, n: int, rng: np.random.Generator | None = None) -> list[Window]:
-        """`n` windows of `dataset`, drawn uniformly (with replacement) over all its windows."""
+    def sample(
+        self,
+        dataset: str,
+        n: int,
+        rng: np.random.Generator | None = None,
+        replace: bool = True,
+    ) -> list[Window]:
+        """`n` windows of `dataset`, drawn uniformly over all its windows, with replacement or
+        (`replace=False`) distinct, at most all of them."""
         rng = rng if rng is not None else self.rng
         total = self.num_windows(dataset)
         view = self.store.dataset(dataset)
@@ -240,7 +247,10 @@ class WindowSampler:
                 f"{self.store.url}: dataset {dataset!r} has no train episodes, so no action "
                 "stats to normalise with"
             )
-        picks = rng.integers(0, total, size=n)  # global window numbers
+        if replace:
+            picks = rng.integers(0, total, size=n)  # global window numbers
+        else:
+            picks = rng.choice(total, size=min(n, total), replace=False)
         slot = np.searchsorted(self._firsts[dataset], picks, side="right") - 1
         starts = picks - self._firsts[dataset][slot]  # first frame inside the episode
         episodes = self._episodes[dataset][slot]

@@ -41,9 +41,6 @@ from hma.pipeline.mixing import MixedSource, collate
 from hma.pipeline.store_reader import Window, WindowSampler
 
 PNG_GAP = 2  # pixels between frames and rows of the rollout PNG
-# Rounds of draws when collecting distinct rollout windows: a dataset with few val windows needs
-# several (coupon collector); the cap bounds the reads when it has many fewer than asked for.
-DISTINCT_DRAW_ROUNDS = 32
 # The rollout windows come from their own stream, so the loss windows do not change with the
 # rollout knobs.
 ROLLOUT_STREAM = 1
@@ -112,14 +109,7 @@ def distinct_windows(
 ) -> list[Window]:
     """Up to `n` distinct windows of `name` (all of them if it has fewer): a repeated rollout adds
     no evidence but would shrink the standard error."""
-    want = min(n, sampler.num_windows(name))
-    found: dict[tuple[int, int], Window] = {}
-    for _ in range(DISTINCT_DRAW_ROUNDS):
-        if len(found) >= want:
-            break
-        for w in sampler.sample(name, want, rng):
-            found.setdefault((w.episode, w.start), w)
-    return list(found.values())[:want]
+    return sampler.sample(name, n, rng, replace=False)
 
 
 @dataclass
@@ -244,18 +234,11 @@ class Validator:
             scores.perplexity = perplexity_from_nll(nll[video_mask])
             # Random actions as ΔPSNR draws them (N(0, 1), zero beyond the dataset's width).
             random = torch.randn(batch.actions.shape, generator=gen, device=flat.device)
-            random = random * self._action_mask(model, name, batch.actions)
+            random = random * _action_mask(model, batch)
             shuffled = forward(random)
             nll_random = head.nll(flat.flatten(0, 1), shuffled.video.flatten(0, 1))  # [B*T,S]
             scores.action_gain = float((nll_random - nll)[video_mask].double().mean())
         return scores
-
-    @staticmethod
-    def _action_mask(model: HMA, name: str, actions: torch.Tensor) -> torch.Tensor:
-        """bool [A_max]: the action columns dataset `name` uses (the rest is batch padding)."""
-        mask = torch.zeros(actions.shape[-1], dtype=torch.bool, device=actions.device)
-        mask[: model.embodiments.widths[name]] = True
-        return mask
 
     def _rollouts(self, model: HMA, name: str, step: int, result: ValidationResult) -> None:
         cfg = self.config
@@ -270,15 +253,16 @@ class Validator:
             captured.append(rollout(prompt, actions, generator))
             return captured[-1]
 
+        real = decode_video(tok, batch.tokens)  # (n, T, Hp, Wp, 3), once for scores and PNG
         scores = controllability(
             rollout_fn,
             tok,
             batch.tokens[:, :t0],
             batch.actions[:, t0 - 1 : t - 1],  # chunk f drives frame f + 1
-            batch.tokens[:, t0:],
+            real[:, t0:],
             trials=cfg.trials,
             seed=cfg.seed,
-            action_mask=self._action_mask(model, name, batch.actions),
+            action_mask=_action_mask(model, batch),
         )
         s = result.scores[name]
         s.psnr = scores.psnr_true
@@ -286,14 +270,21 @@ class Validator:
         s.rollouts, s.rollout_frames = int(batch.tokens.shape[0]), t
         if cfg.png and self.out_url:
             rows = min(cfg.png_rollouts, batch.tokens.shape[0])
-            real, true_actions, random_actions = (
+            true_actions, random_actions = (
                 decode_video(tok, x[:rows]).cpu().numpy()  # (rows, T, Hp, Wp, 3)
-                for x in (batch.tokens, captured[0], captured[1])
+                for x in (captured[0], captured[1])
             )
+            real = real[:rows].cpu().numpy()
             videos = [v[r] for r in range(rows) for v in (real, true_actions, random_actions)]
             url = storage.join(self.out_url, f"step_{step:07d}", f"{name}.png")
             storage.write_png(video_grid(videos), url)
             result.pngs[name] = url
+
+
+def _action_mask(model: HMA, batch: Batch) -> torch.Tensor:
+    """bool [B,1,A_max]: each row's real action columns (the rest is batch padding)."""
+    width = batch.actions.shape[-1]
+    return model.embodiments.valid(batch.datasets, width, batch.actions.device)[:, None]
 
 
 def _forward_rollout(
