@@ -32,6 +32,7 @@ from pydantic import Field
 from hma import storage
 from hma.config import StrictModel
 from hma.errors import HmaError
+from hma.frames import video_grid
 from hma.generate.curves import group_curves, line_plot, read_scalars
 from hma.generate.world_model import DEFAULT_STEPS, WorldModel
 from hma.model.masking import sample_masks
@@ -42,7 +43,6 @@ from hma.model.metrics import (
     video_psnr,
     video_ssim,
 )
-from hma.pipeline.validation import video_grid
 from hma.tokenize.checkpoint import RUN_CHECKPOINT
 
 PAGE = "index.html"

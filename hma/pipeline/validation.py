@@ -33,6 +33,7 @@ from pydantic import Field
 
 from hma import storage
 from hma.config import StrictModel
+from hma.frames import PNG_GAP, video_grid  # noqa: F401 - PNG_GAP: the PNG layout's public constant
 from hma.model.batch import Batch
 from hma.model.hma import HMA
 from hma.model.masking import sample_masks
@@ -40,7 +41,6 @@ from hma.model.metrics import RolloutFn, controllability, decode_video, perplexi
 from hma.pipeline.mixing import MixedSource, collate
 from hma.pipeline.store_reader import Window, WindowSampler
 
-PNG_GAP = 2  # pixels between frames and rows of the rollout PNG
 # The rollout windows come from their own stream, so the loss windows do not change with the
 # rollout knobs.
 ROLLOUT_STREAM = 1
@@ -303,20 +303,6 @@ def _forward_rollout(
         ).tokens
 
     return rollout_fn
-
-
-def video_grid(videos: list[np.ndarray]) -> np.ndarray:
-    """uint8 videos [T,Hp,Wp,3] (one T) -> one image, a video per row, frames left to right."""
-    t, hp, wp, _ = videos[0].shape
-    rows = len(videos)
-    image = np.full(
-        (rows * hp + (rows - 1) * PNG_GAP, t * wp + (t - 1) * PNG_GAP, 3), 255, np.uint8
-    )
-    for r, video in enumerate(videos):
-        for f in range(t):
-            y, x = r * (hp + PNG_GAP), f * (wp + PNG_GAP)
-            image[y : y + hp, x : x + wp] = video[f]
-    return image
 
 
 def table(result: ValidationResult, vocab: int | None) -> list[str]:

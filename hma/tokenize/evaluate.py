@@ -16,13 +16,13 @@ from typing import Any
 import numpy as np
 
 from hma import storage
+from hma.frames import PNG_GAP, video_grid
 from hma.tokenize.base import Tokenizer
 from hma.tokenize.checkpoint import load_tokenizer
 from hma.tokenize.data import DataConfig, frame_dataset
 from hma.tokenize.metrics import psnr, ssim
 
 GRID_CANDIDATE_STRIDE = 5  # consider every 5th val frame for the grid: spread over episodes
-GRID_GAP_PX = 2
 
 
 @dataclass
@@ -133,24 +133,12 @@ def _grid_samples(frames, grid_frames: int) -> dict[str, np.ndarray]:
     return out
 
 
-def _grid_image(originals: np.ndarray, recon: np.ndarray) -> np.ndarray:
-    """uint8 [2H+gap, N*(W+gap)-gap, 3]: originals on top, reconstructions below."""
-    n, h, w, _ = originals.shape
-    g = GRID_GAP_PX
-    canvas = np.full((2 * h + g, n * (w + g) - g, 3), 255, np.uint8)
-    for i in range(n):
-        x = i * (w + g)
-        canvas[:h, x : x + w] = originals[i]
-        canvas[h + g :, x : x + w] = recon[i]
-    return canvas
-
-
 def _write_grids(
     tokenizer: Tokenizer, frames, summary: EvalSummary, out: str, grid_frames: int
 ) -> None:
     grids = []
     for name, originals in _grid_samples(frames, grid_frames).items():
-        image = _grid_image(originals, tokenizer.reconstruct(originals).cpu().numpy())
+        image = video_grid([originals, tokenizer.reconstruct(originals).cpu().numpy()])
         url = storage.join(out, f"grid_{name}.png")
         storage.write_png(image, url)
         if name in summary.datasets:
@@ -159,7 +147,7 @@ def _write_grids(
     if grids:
         width = max(g.shape[1] for g in grids)
         padded = [
-            np.pad(g, ((0, 2 * GRID_GAP_PX), (0, width - g.shape[1]), (0, 0)), constant_values=255)
+            np.pad(g, ((0, 2 * PNG_GAP), (0, width - g.shape[1]), (0, 0)), constant_values=255)
             for g in grids
         ]
         summary.grid = storage.join(out, "grid.png")
