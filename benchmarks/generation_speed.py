@@ -56,6 +56,9 @@ DATASET = "bench"
 ACTION_WIDTH = 7  # one 7-DoF arm chunk (stride 1)
 TOLERANCE = 0.10  # the models' parameter counts agree within this fraction
 HEAD_WIDTH_STEP = 16
+DIT = "DiT (IRASim-like)"  # the rows of the table
+PER_FRAME = "DiT per frame"
+WHOLE_CLIP = "DiT whole clip"
 
 
 @dataclass(frozen=True)
@@ -127,7 +130,7 @@ def build(preset: Preset, vq: Tokenizer, soft: Tokenizer, args) -> dict[str, tor
         sample_steps=args.dit_steps,
     )
     dit = DiT(matching_config(count(maskgit), base, TOLERANCE))
-    models = {"HMA-MaskGIT": maskgit, "HMA-MAR": diffusion, "DiT (IRASim-like)": dit}
+    models = {"HMA-MaskGIT": maskgit, "HMA-MAR": diffusion, DIT: dit}
     return {name: m.to(args.device).eval() for name, m in models.items()}
 
 
@@ -198,11 +201,6 @@ class Bench:
             chunk[:, 0] = self.actions(batch, 1)[:, 0]  # only the newest action is known
             last = dit.sample(last, chunk, generator=self.gen)[:, 1]  # [B,C,h,w]
             self.soft.decode(last)
-
-
-DIT = "DiT (IRASim-like)"
-PER_FRAME = "DiT per frame"
-WHOLE_CLIP = "DiT whole clip"
 
 
 def measure(bench: Bench, batch: int) -> None:

@@ -38,7 +38,7 @@ def configure_train_success(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", help="registry dataset name, where the source does not say")
     p.add_argument("--out", required=True, help="directory for the classifier (local or s3://)")
     p.add_argument("--checkpoint", help="HMA checkpoint: train on its tokenizer's reconstructions")
-    p.add_argument("--steps", type=int, help="optimiser steps (default 300)")
+    p.add_argument("--steps", type=int, help="optimiser steps (default 800)")
     p.add_argument("--size", type=int, help="classifier input size R, frames resized to R x R (64)")
     p.add_argument("--seed", type=int)
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda)")

@@ -43,6 +43,7 @@ from hma.model.metrics import (
     video_psnr,
     video_ssim,
 )
+from hma.pipeline.store import chunk_actions, keep_frames
 from hma.tokenize.checkpoint import RUN_CHECKPOINT
 
 PAGE = "index.html"
@@ -132,22 +133,13 @@ def clips_from_source(wm: WorldModel, name: str, url: str, cfg: ReportConfig) ->
     n = min(cfg.prompt_frames + cfg.horizon, *(len(e) // s for e in picked))
     tokens, actions = [], []
     for ep in picked:
-        tokens.append(wm.encode(ep.frames[: n * s : s]).cpu())  # kept frames 0, s, 2s, ...
-        actions.append(ep.actions[: n * s].reshape(n, s, -1))  # [n,s,A]
+        tokens.append(wm.encode(ep.frames[keep_frames(len(ep), s)[:n]]).cpu())  # frames 0, s, ...
+        actions.append(chunk_actions(ep.actions, s)[:n])  # [n,s,A]
     return Clips([e.episode_id for e in picked], torch.stack(tokens), np.stack(actions))
 
 
 # ---------------------------------------------------------------------------------------------
 # Scoring
-
-
-def normalised_actions(wm: WorldModel, name: str, raw: np.ndarray) -> torch.Tensor:
-    """Raw [B,n,s,A] -> normalised, flattened, zero-padded [B,n,A_max] on the model's device."""
-    b, n = raw.shape[:2]
-    flat = wm.stats(name).normalise(raw).reshape(b, n, -1)  # [B,n,s*A]
-    out = torch.zeros(b, n, wm.model.action_width, device=wm.device)
-    out[..., : flat.shape[-1]] = torch.from_numpy(flat).to(wm.device)
-    return out
 
 
 @torch.no_grad()
@@ -174,7 +166,7 @@ def score(
         "psnr": video_psnr(torch.from_numpy(real[:, t0:]), torch.from_numpy(generated[:, t0:])),
         "ssim": video_ssim(torch.from_numpy(real[:, t0:]), torch.from_numpy(generated[:, t0:])),
     }
-    actions = normalised_actions(wm, name, clips.actions_raw)  # [B,n,A_max]
+    actions = wm.normalised_chunks(name, clips.actions_raw)  # [B,n,A_max]
     mask = torch.zeros(actions.shape[-1], dtype=torch.bool, device=wm.device)
     mask[: wm.model.embodiments.widths[name]] = True
     fn = model_rollout_fn(wm.model, [name] * b, steps=cfg.steps, temperature=cfg.temperature)
@@ -183,7 +175,7 @@ def score(
         wm.tokenizer,
         tokens[:, :t0],
         actions[:, t0 - 1 : n - 1],
-        tokens[:, t0:],
+        torch.from_numpy(real[:, t0:]),  # decoded above
         trials=cfg.trials,
         seed=cfg.seed,
         action_mask=mask,

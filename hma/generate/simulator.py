@@ -157,7 +157,7 @@ class Simulator:
                     f"frames), got {list(actions.shape)}"
                 )
             for f in range(t0 - 1):
-                state.chunks[f] = self._normalised(actions[:, f])
+                state.chunks[f] = self.world_model.normalised_chunks(self.dataset, actions[:, f])
                 state.known[f] = True
         self._generator = torch.Generator(device=device).manual_seed(int(seed))
         state.image = self.world_model.decode(state.tokens[-1].reshape(b, *tokens.shape[1:]))
@@ -249,20 +249,12 @@ class Simulator:
             raise SimulatorError(f"prompt episodes differ in frame size: {sorted(sizes)}")
         return np.stack(frames), np.stack(chunks).astype(np.float32)
 
-    def _normalised(self, chunk: np.ndarray) -> torch.Tensor:
-        """Raw [B,s,A] -> normalised flat chunk [B,A_max], zero-padded."""
-        b = chunk.shape[0]
-        flat = self.stats.normalise(chunk).reshape(b, self.stride * self.action_dim)
-        out = torch.zeros(b, self.model.action_width, device=self.world_model.device)
-        out[:, : flat.shape[1]] = torch.from_numpy(flat).to(out.device)
-        return out
-
     @torch.no_grad()
     def _advance(self, chunk: np.ndarray) -> None:
         """Give the last frame its chunk, then generate the next frame."""
         state = self._require_state()
         last = len(state.tokens) - 1
-        state.chunks[last] = self._normalised(chunk)
+        state.chunks[last] = self.world_model.normalised_chunks(self.dataset, chunk)
         state.known[last] = True
         t = last + 1
         b = self.batch

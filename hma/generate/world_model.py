@@ -253,7 +253,13 @@ class WorldModel:
             )
         if not np.isfinite(a).all():
             raise WorldModelError(f"actions_raw for {dataset!r} hold non-finite values")
-        normalised = self.stats(dataset).normalise(a).reshape(batch, a.shape[1], stride * dim)
-        out = torch.zeros(batch, a.shape[1], self.model.action_width, device=self.device)
-        out[..., : stride * dim] = torch.from_numpy(normalised).to(self.device)
+        return self.normalised_chunks(dataset, a)
+
+    def normalised_chunks(self, dataset: str, actions_raw: np.ndarray) -> torch.Tensor:
+        """Raw chunks [...,s,A] -> the model's action input [...,A_max] on the device: normalised
+        with the dataset's stats, flattened, zero-padded past the dataset's width."""
+        normalised = self.stats(dataset).normalise(np.asarray(actions_raw, np.float32))
+        flat = normalised.reshape(*normalised.shape[:-2], -1)  # [...,s*A]
+        out = torch.zeros(*flat.shape[:-1], self.model.action_width, device=self.device)
+        out[..., : flat.shape[-1]] = torch.from_numpy(flat).to(self.device)
         return out

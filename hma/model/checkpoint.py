@@ -54,21 +54,9 @@ def save_model_state(state: dict[str, torch.Tensor], config: dict[str, Any], url
 def read_config(url: str) -> ModelConfig:
     """The ModelConfig recorded in the checkpoint at `url`."""
     path = storage.join(url, CONFIG_FILE)
-    try:
-        with storage.open_file(path, "r") as f:
-            record: Any = json.load(f)
-    except FileNotFoundError:
-        raise CheckpointError(f"{path}: missing; not an HMA model checkpoint") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise CheckpointError(f"{path}: not valid JSON ({e})") from None
-    if not isinstance(record, dict) or record.get("format") != FORMAT:
-        raise CheckpointError(
-            f"{path}: not an {FORMAT} checkpoint (format key missing or different)"
-        )
-    if record.get("version") != VERSION:
-        raise CheckpointError(
-            f"{path}: version {record.get('version')!r}, this code reads {VERSION}"
-        )
+    record = storage.read_versioned_json(
+        path, FORMAT, VERSION, CheckpointError, "missing; not an HMA model checkpoint"
+    )
     try:
         return ModelConfig(**record.get("config", {}))
     except ValidationError as e:
