@@ -11,7 +11,6 @@ run's steps exactly whatever happened before (validation, a restart, prefetching
 from __future__ import annotations
 
 import contextlib
-import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -22,6 +21,7 @@ from torch import nn
 
 from hma.config import StrictModel
 from hma.distributed import is_distributed
+from hma.lr_schedule import warmup_cosine
 from hma.model.batch import Batch
 from hma.model.hma import HMA
 from hma.model.masking import MODES
@@ -68,12 +68,8 @@ class StepConfig(StrictModel):
 
 def lr_factor(optim: OptimConfig, step: int, horizon: int) -> float:
     """Multiplier of optim.lr at optimizer step `step` (0-based) of a `horizon`-step schedule."""
-    if step < optim.warmup_steps:
-        return (step + 1) / optim.warmup_steps
-    span = max(horizon - optim.warmup_steps, 1)
-    progress = min((step - optim.warmup_steps) / span, 1.0)
-    cosine = 0.5 * (1 + math.cos(math.pi * progress))
-    return optim.min_lr_ratio + (1 - optim.min_lr_ratio) * cosine
+    progress = (step - optim.warmup_steps) / max(horizon - optim.warmup_steps, 1)
+    return warmup_cosine(step, optim.warmup_steps, progress, optim.min_lr_ratio)
 
 
 class LossModule(nn.Module):

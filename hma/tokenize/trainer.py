@@ -16,6 +16,7 @@ from pydantic import Field
 from torch import nn
 
 from hma.config import StrictModel
+from hma.lr_schedule import warmup_cosine
 from hma.tokenize import checkpoint
 from hma.tokenize.base import frames_to_images, images_to_frames
 from hma.tokenize.fsq import FSQConfig
@@ -79,10 +80,7 @@ def make_state(
 
 def learning_rate(optim: OptimConfig, step: int, progress: float) -> float:
     """lr at `step` with `progress` in [0, 1] of the run's budget done."""
-    if step < optim.warmup_steps:
-        return optim.lr * (step + 1) / optim.warmup_steps
-    cosine = 0.5 * (1 + math.cos(math.pi * min(max(progress, 0.0), 1.0)))
-    return optim.lr * (optim.min_lr_ratio + (1 - optim.min_lr_ratio) * cosine)
+    return optim.lr * warmup_cosine(step, optim.warmup_steps, progress, optim.min_lr_ratio)
 
 
 def train_step(state: TrainState, frames: torch.Tensor, progress: float) -> dict[str, float]:
