@@ -29,13 +29,11 @@ from pydantic import Field
 from hma import storage
 from hma.config import StorageURL, StrictModel, load_config
 from hma.episodes import Registry, extend_registry
-from hma.errors import ConfigError
 from hma.pipeline import cluster, store
 from hma.pipeline.plan import Source, plan_units
 from hma.pipeline.tokenize_stages import EMPTY_UNIT, TokenizeActor, load_unit, write_unit
 from hma.pipeline.tokenize_summary import TokenizeSummary
 from hma.tokenize import checkpoint, cosmos
-from hma.tokenize.presets import tokenizer_config
 
 EXIT_OK, EXIT_INCOMPLETE = 0, 1
 PLAN_CHUNK = 8192  # units per Arrow array while the plan streams in
@@ -89,13 +87,7 @@ def tokenizer_info(url: str, frame_size: tuple[int, int]) -> store.TokenizerInfo
         tokenizer = checkpoint.load_tokenizer(url)
         return store.TokenizerInfo.from_tokenizer(tokenizer, url, frame_size)
     root = checkpoint.resolve(url)
-    record = checkpoint.read_record(root)
-    config_url = storage.join(root, checkpoint.CONFIG_FILE)
-    try:
-        config = tokenizer_config(record.get("config") or {}, config_url)
-    except ConfigError as e:
-        raise checkpoint.CheckpointError(str(e)) from None
-    fingerprint = str(record.get("fingerprint", ""))
+    config, fingerprint = checkpoint.read_config(root)
     weights = storage.join(root, checkpoint.WEIGHTS_FILE)
     if _weights_fingerprint(weights) != fingerprint:
         raise checkpoint.CheckpointError(

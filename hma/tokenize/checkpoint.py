@@ -27,7 +27,7 @@ from hma.errors import ConfigError, HmaError
 from hma.tokenize.base import Tokenizer, fingerprint_of
 from hma.tokenize.fsq import FSQConfig
 from hma.tokenize.kl import KLConfig
-from hma.tokenize.presets import tokenizer_config
+from hma.tokenize.presets import TokenizerConfig, tokenizer_config
 
 FORMAT = "hma-tokenizer"
 VERSION = 1
@@ -120,19 +120,26 @@ def read_record(url: str) -> dict[str, Any]:
     )
 
 
-def load_net(url: str) -> tuple[nn.Module, dict[str, Any], str]:
-    """(net, config dict, recorded fingerprint) of the FSQ/KL checkpoint at `url`, on CPU."""
+def read_config(url: str) -> tuple[TokenizerConfig, str]:
+    """(validated config, recorded fingerprint) of the FSQ/KL checkpoint at `url`, from its
+    config.json alone (the weights are not read)."""
     record = read_record(url)
     try:
         config = tokenizer_config(record.get("config") or {}, storage.join(url, CONFIG_FILE))
     except ConfigError as e:
         raise CheckpointError(str(e)) from None
+    return config, str(record.get("fingerprint", ""))
+
+
+def load_net(url: str) -> tuple[nn.Module, dict[str, Any], str]:
+    """(net, config dict, recorded fingerprint) of the FSQ/KL checkpoint at `url`, on CPU."""
+    config, fingerprint = read_config(url)
     net = config.build()
     weights = storage.join(url, WEIGHTS_FILE)
     tensors = read_tensors(weights)
     _check_tensors(net, tensors, weights)
     net.load_state_dict(tensors, strict=True)
-    return net, config_dict(config), str(record.get("fingerprint", ""))
+    return net, config_dict(config), fingerprint
 
 
 def load_tokenizer(url: str, device: str | torch.device = "cpu", batch_size: int = 64) -> Tokenizer:
