@@ -8,7 +8,7 @@ For each format the same episodes are written once, then read three ways:
 and frames/s is printed for each with the ratios reader/raw and ray/raw. Absolute times drift on
 this shared machine; the ratios are the figures to compare.
 
-    python benchmarks/formats.py [--episodes 16] [--steps 64] [--size 128]
+    python -m benchmarks.formats [--episodes 16] [--steps 64] [--size 128]
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import numpy as np
 from PIL import Image
 
 from hma import formats
-from hma.demo import procedural_episodes
+from hma.envs.procedural import procedural_episodes
 from hma.episodes import load_registry
 from hma.formats import tfrecord
 from hma.pipeline import cluster

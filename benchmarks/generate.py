@@ -1,8 +1,8 @@
 """hma-generate throughput: synthetic trajectories per minute and decoded frames per second.
 
-    python benchmarks/generate.py --dataset /tmp/gen/lift.hdf5 --checkpoint CKPT
-    python benchmarks/generate.py --dataset /tmp/gen/lift.hdf5          # builds an untrained one
-    python benchmarks/generate.py --dataset /tmp/gen/lt_rlds --workers 2 --actions perturb
+    python -m benchmarks.generate --dataset /tmp/gen/lift.hdf5 --checkpoint CKPT
+    python -m benchmarks.generate --dataset /tmp/gen/lift.hdf5          # builds an untrained one
+    python -m benchmarks.generate --dataset /tmp/gen/lt_rlds --workers 2 --actions perturb
 
 Two figures, measured in one run on this machine:
   * end to end: `generate()` writing --n synthetic + --mix real episodes (prompt loading,
@@ -26,10 +26,11 @@ import numpy as np
 import torch
 
 from hma.formats import detect_format, get_format
-from hma.generate.synthesize import GenerateConfig, generate
+from hma.generate.config import GenerateConfig
+from hma.generate.synthesize import generate
 from hma.generate.world_model import WorldModel
-from hma.pipeline import pretrain_checkpoint
 from hma.stats import ActionStats
+from tests.helpers.checkpoints import save_untrained
 
 CLIP_FRAMES = 16  # the project's generation-FPS clip (DESIGN.md, Metrics)
 
@@ -42,7 +43,7 @@ def untrained_checkpoint(url: str, source: str, frame: int, preset: str) -> str:
     for ref in refs:
         part = ActionStats.of(get_format(fmt).load(ref).actions)
         stats = part if stats is None else stats.merge(part)
-    return pretrain_checkpoint.save_untrained(url, {refs[0]["dataset"]: stats}, frame, preset)
+    return save_untrained(url, {refs[0]["dataset"]: stats}, frame, preset)
 
 
 def model_fps(checkpoint: str, source: str, batch: int, prompt: int, steps: int) -> float:

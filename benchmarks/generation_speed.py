@@ -1,9 +1,9 @@
 """Generation speed: HMA (MaskGIT and MAR-diffusion heads) against a same-size DiT video diffusion.
 
-    python benchmarks/generation_speed.py                    # `small`, B = 1 and 8, minutes
-    python benchmarks/generation_speed.py --preset tiny      # smoke run, seconds
-    python benchmarks/generation_speed.py --preset base --device cuda --batch 1 8 32
-    python benchmarks/generation_speed.py --threads 1        # on a shared, busy CPU machine
+    python -m benchmarks.generation_speed                    # `small`, B = 1 and 8, minutes
+    python -m benchmarks.generation_speed --preset tiny      # smoke run, seconds
+    python -m benchmarks.generation_speed --preset base --device cuda --batch 1 8 32
+    python -m benchmarks.generation_speed --threads 1        # on a shared, busy CPU machine
 
 The paper's Table 1 (RTX 4080): HMA-Base MaskGIT 22.7 FPS, IRASim-XL 0.28 FPS (0.58 amortised
 over its 15-frame clip), i.e. masked autoregression is >= 15x faster at equal size because it

@@ -1,6 +1,6 @@
 """Pretraining throughput: tokens/s with 1 and 2 Ray Train workers, and the data loader's overhead.
 
-    python benchmarks/pretrain_throughput.py [--store URL] [--steps 60] [--address ADDR]
+    python -m benchmarks.pretrain_throughput [--store URL] [--steps 60] [--address ADDR]
 
 1. Loader ratio, in one process without Ray: the same model trains `--steps` steps on batches from
    the real loader (token store -> mixed sampling stream -> prefetch thread) and on the very same
@@ -26,10 +26,10 @@ import torch
 from hma.episodes import load_registry
 from hma.model.hma import HMA
 from hma.pipeline import store
-from hma.pipeline.mixing import MixedSource, SamplingStream, StreamState
-from hma.pipeline.pretrain import plan, run_pretrain
-from hma.pipeline.pretrain_config import PretrainConfig
-from hma.pipeline.pretrain_step import make_state, train_step
+from hma.pipeline.pretrain.config import PretrainConfig
+from hma.pipeline.pretrain.driver import plan, run_pretrain
+from hma.pipeline.pretrain.mixing import MixedSource, SamplingStream, StreamState
+from hma.pipeline.pretrain.step import make_state, train_step
 
 SYNTH = {"pusht": (1, 2), "robosuite_lift": (2, 7), "metaworld_reach": (8, 4)}
 

@@ -4,7 +4,7 @@ frames/s counts expert rollout steps (policy + physics + render) per second in t
 Success is the share of seeds whose expert episode succeeds (noise 0). The machine is shared, so
 compare envs within one run rather than against figures from another day.
 
-    python benchmarks/sims.py [--episodes 10] [--envs tabletop,pusht,...]
+    python -m benchmarks.sims [--episodes 10] [--envs tabletop,pusht,...]
 """
 
 from __future__ import annotations

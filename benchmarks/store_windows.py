@@ -1,7 +1,7 @@
 """Random training windows per second from a token store: local disk vs S3 (a moto server on
 127.0.0.1, started here), same store contents.
 
-    .venv/bin/python benchmarks/store_windows.py [--episodes 300] [--window 16] [--batch 64]
+    .venv/bin/python -m benchmarks.store_windows [--episodes 300] [--window 16] [--batch 64]
 
 Prints figures only; loopback S3 has none of a real bucket's latency, so read the ratio as a
 lower bound on the per-request overhead of the S3 path (s3fs + HTTP), not as cloud numbers.
@@ -24,7 +24,7 @@ from hma.pipeline.store import (
     create_store,
     write_unit,
 )
-from hma.pipeline.store_reader import TokenStore, WindowSampler
+from hma.pipeline.store.reader import TokenStore, WindowSampler
 
 DATASET = "robosuite_lift"  # stride 2, 7-D actions in the built-in registry
 STRIDE, ACTION_DIM = 2, 7

@@ -14,7 +14,7 @@
 3. Flat memory: peak RSS of a planning process for N and 10 N episodes, and of a whole-job
    driver for n and 10 n episodes; each in a fresh process (VmHWM); ratio target <= 1.3.
 
-    python benchmarks/tokenize_pipeline.py [--episodes 1000 --steps 100] [--preset small]
+    python -m benchmarks.tokenize_pipeline [--episodes 1000 --steps 100] [--preset small]
         [--bare-episodes 200] [--plan-episodes 3000000] [--small-run 16]
         [--workdir /tmp/hma_bench_tokenize] [--skip-e2e | --skip-memory]
 """
@@ -116,7 +116,7 @@ def in_child(*args: str) -> dict:
 
 
 def make_source(url: str, episodes: int, steps: int, seed: int = 0) -> str:
-    from hma.demo import procedural_episodes
+    from hma.envs.procedural import procedural_episodes
     from hma.formats import write_episodes
 
     if not os.path.exists(os.path.join(url, "manifest.jsonl")):

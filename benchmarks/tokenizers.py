@@ -10,7 +10,7 @@ does not depend on weight values) and each frame size, uint8 numpy frames go thr
 is the share spent outside the forward pass: uint8 <-> float conversion, batching, device
 transfer, concatenation (target < 10%). Absolute numbers drift on a shared machine.
 
-    python benchmarks/tokenizers.py [--preset small] [--sizes 64 256] [--frames 256] [--device cpu]
+    python -m benchmarks.tokenizers [--preset small] [--sizes 64 256] [--frames 256] [--device cpu]
 """
 
 from __future__ import annotations

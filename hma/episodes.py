@@ -118,6 +118,57 @@ class DatasetSpec(StrictModel):
         return f"{self.camera}_image"
 
 
+# ---------------------------------------------------------------------------------------------
+# Strides: a dataset's `stride` s maps its control rate to the video rate. Kept frame f is raw
+# step f*s, and its action chunk holds the s raw actions taken from kept frame f to f+1; a
+# frame is kept only with its whole chunk, so an episode of T steps keeps F = T // s frames.
+#
+#     T raw steps, F kept frames, s stride, A action dim
+
+
+def kept_steps(frames: int, stride: int) -> np.ndarray:
+    """Raw step of each of the first `frames` kept frames: 0, s, 2s, ... ([frames] int64)."""
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    return np.arange(frames, dtype=np.int64) * stride
+
+
+def keep_frames(steps: int, stride: int) -> np.ndarray:
+    """Indices of the frames kept from an episode of `steps` steps: 0, s, 2s, ... (F = T // s)."""
+    return kept_steps(steps // max(stride, 1), stride)
+
+
+def video_steps(steps: int, stride: int) -> np.ndarray:
+    """Every s-th step of an episode of `steps` steps, the last one included even without a whole
+    chunk after it: the frames a camera at the video rate records, for judging what an episode
+    shows (its outcome is in its last frames)."""
+    return kept_steps(-(-steps // max(stride, 1)), stride)
+
+
+def chunk_actions(actions: np.ndarray, stride: int) -> np.ndarray:
+    """Raw actions [T,A] -> [F,s,A]: row f holds the s actions taken between kept frames f and
+    f+1; the trailing T - F*s steps are dropped with the frames they would lead to."""
+    if stride < 1:
+        raise ValueError(f"stride must be >= 1, got {stride}")
+    actions = np.asarray(actions, dtype=np.float32)
+    if actions.ndim != 2:
+        raise ValueError(f"actions must be [T,A], got shape {list(actions.shape)}")
+    frames = actions.shape[0] // stride
+    return actions[: frames * stride].reshape(frames, stride, actions.shape[1])  # (F, s, A)
+
+
+def hold_frames(frames: np.ndarray, stride: int) -> np.ndarray:
+    """The inverse of keep_frames for generated video: kept frames [F,...] -> raw steps
+    [F*s,...], each frame held (zero-order) for the s raw steps of its chunk."""
+    return np.repeat(frames, stride, axis=0)  # (F*s, ...)
+
+
+def unchunk_actions(chunks: np.ndarray) -> np.ndarray:
+    """The inverse of chunk_actions: [...,F,s,A] -> raw actions [...,F*s,A]."""
+    *lead, frames, stride, dim = chunks.shape
+    return np.ascontiguousarray(chunks.reshape(*lead, frames * stride, dim), np.float32)
+
+
 class Registry(StrictModel):
     datasets: dict[str, DatasetSpec]
 

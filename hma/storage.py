@@ -95,21 +95,6 @@ def read_json(url: str, error: type[Exception], missing: str) -> Any:
         raise error(f"{url}: not valid JSON ({e})") from None
 
 
-def read_versioned_json(
-    url: str, fmt: str, version: int, error: type[Exception], missing: str
-) -> dict[str, Any]:
-    """A JSON record tagged {"format": fmt, "version": version} (checkpoint metadata); any other
-    file raises `error` naming it."""
-    record = read_json(url, error, missing)
-    if not isinstance(record, dict) or record.get("format") != fmt:
-        raise error(f"{url}: not an {fmt} record (format key missing or different)")
-    if record.get("version") != version:
-        raise error(
-            f"{url}: checkpoint version {record.get('version')!r}, this code reads {version}"
-        )
-    return record
-
-
 def write_png(image: Any, url: str) -> None:
     """Save a uint8 [H, W, 3] array as a PNG at `url` (local or remote)."""
     from PIL import Image

@@ -9,7 +9,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import pytest
 
-from hma.demo import moving_block_frames
+from hma.envs.procedural import moving_block_frames
 from hma.episodes import Episode, load_registry
 
 

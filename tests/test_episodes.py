@@ -5,7 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hma.episodes import Episode, load_registry, validate_episode
+from hma.episodes import (
+    Episode,
+    chunk_actions,
+    hold_frames,
+    keep_frames,
+    kept_steps,
+    load_registry,
+    unchunk_actions,
+    validate_episode,
+)
 from hma.errors import ConfigError, EpisodeError
 
 
@@ -96,3 +105,23 @@ def test_bad_registry_names_file_and_key(tmp_path):
         load_registry([str(bad)])
     msg = str(info.value)
     assert str(bad) in msg and "datasets.arm.action_dim" in msg and "greater than 0" in msg
+
+
+def test_keep_frames_and_chunk_actions_apply_the_stride():
+    raw = np.arange(14, dtype=np.float32).reshape(7, 2)  # T=7, A=2
+    np.testing.assert_array_equal(keep_frames(7, 2), [0, 2, 4])
+    chunked = chunk_actions(raw, 2)
+    assert chunked.shape == (3, 2, 2)  # the 7th step is dropped with the frame it leads to
+    np.testing.assert_array_equal(chunked[1], raw[2:4])
+    assert chunk_actions(raw[:1], 2).shape == (0, 2, 2)
+
+
+def test_held_frames_and_unchunked_actions_invert_the_stride():
+    """A generated clip of F kept frames becomes F*s raw steps; re-striding gives it back."""
+    frames = np.arange(3 * 2 * 2 * 3, dtype=np.uint8).reshape(3, 2, 2, 3)  # F=3
+    chunks = np.arange(3 * 4 * 2, dtype=np.float32).reshape(3, 4, 2)  # F=3, s=4, A=2
+    held, raw = hold_frames(frames, 4), unchunk_actions(chunks)
+    assert held.shape == (12, 2, 2, 3) and raw.shape == (12, 2)
+    np.testing.assert_array_equal(held[keep_frames(len(held), 4)], frames)
+    np.testing.assert_array_equal(chunk_actions(raw, 4), chunks)
+    np.testing.assert_array_equal(kept_steps(3, 4), [0, 4, 8])

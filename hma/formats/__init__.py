@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING, Any, cast
 
-from hma.episodes import Episode, Registry, load_registry
+import numpy as np
+
+from hma.episodes import Episode, Registry, load_registry, validate_episode
 from hma.errors import FormatError
-from hma.formats.base import EpisodeFormat, EpisodeRef, load_row
+from hma.formats.base import EpisodeFormat, EpisodeRef
 
 if TYPE_CHECKING:
     import ray.data
@@ -94,3 +96,30 @@ def write_episodes(
 ) -> int:
     """Write episodes to a new dataset at `url` in format `fmt`; returns the number written."""
     return get_format(fmt).write(episodes, url, registry or load_registry())
+
+
+def load_row(ref: EpisodeRef, registry: Registry) -> dict[str, Any]:
+    """Load and validate the episode `ref` points to, as a Ray Data row with an `error` column.
+
+    A failure (unreadable file, corrupt video, invalid field) gives a row with the reason and no
+    frames, so bad input is accounted for instead of crashing or vanishing.
+    """
+    try:
+        episode = get_format(ref["format"]).load(ref)
+        validate_episode(episode, registry)
+    except Exception as e:  # noqa: BLE001 - every failure becomes a labelled row
+        return rejected_row(ref, f"{type(e).__name__}: {e}")
+    return {**episode.to_row(), "error": ""}
+
+
+def rejected_row(ref: EpisodeRef, reason: str) -> dict[str, Any]:
+    """A row with the Episode row's columns, empty payload, and the rejection reason."""
+    empty = Episode(
+        dataset=str(ref.get("dataset") or ""),
+        episode_id=str(ref.get("episode_id") or f"{ref.get('url')}#{ref.get('index')}"),
+        frames=np.zeros((0, 1, 1, 3), np.uint8),
+        actions=np.zeros((0, 1), np.float32),
+        hz=0.0,
+        meta={"source": ref.get("url", "")},
+    )
+    return {**empty.to_row(), "error": reason}

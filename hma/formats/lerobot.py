@@ -26,7 +26,8 @@ extra numeric feature of a foreign dataset (e.g. `next.reward`) comes back as an
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -37,35 +38,29 @@ from hma import storage
 from hma.episodes import Episode, Registry
 from hma.errors import FormatError
 from hma.formats import mp4
-from hma.formats.base import EpisodeRef, episode_from_ref
+from hma.formats.base import (
+    EpisodeRef,
+    Listed,
+    Unit,
+    episode_from_ref,
+    list_positions,
+    position_units,
+)
+from hma.formats.lerobot_layout import (
+    ACTION,
+    CHUNKS_SIZE,
+    DATA_FILES_SIZE_IN_MB,
+    HMA_KEY,
+    IMAGES_PREFIX,
+    INFO_PATH,
+    RESERVED,
+    STATE,
+    VIDEO_FILES_SIZE_IN_MB,
+    column_array,
+)
 
-CODEBASE_VERSION = "v3.0"
-INFO_PATH = "meta/info.json"
-STATS_PATH = "meta/stats.json"
-TASKS_PATH = "meta/tasks.parquet"
-CHUNK_FILE = "chunk-{chunk_index:03d}/file-{file_index:03d}"
-EPISODES_PATH = "meta/episodes/" + CHUNK_FILE + ".parquet"
-DATA_PATH = "data/" + CHUNK_FILE + ".parquet"
-VIDEO_PATH = "videos/{video_key}/" + CHUNK_FILE + ".mp4"
-# LeRobot's defaults (lerobot/datasets/utils.py).
-CHUNKS_SIZE = 1000
-DATA_FILES_SIZE_IN_MB = 100
-VIDEO_FILES_SIZE_IN_MB = 200
-
-ACTION = "action"
-STATE = "observation.state"
-IMAGES_PREFIX = "observation.images."
-# Per-frame columns every LeRobot dataset has (lerobot/utils/constants.py DEFAULT_FEATURES).
-DEFAULT_FEATURES = {
-    "timestamp": {"dtype": "float32", "shape": [1], "names": None},
-    "frame_index": {"dtype": "int64", "shape": [1], "names": None},
-    "episode_index": {"dtype": "int64", "shape": [1], "names": None},
-    "index": {"dtype": "int64", "shape": [1], "names": None},
-    "task_index": {"dtype": "int64", "shape": [1], "names": None},
-}
-RESERVED = {ACTION, STATE, *DEFAULT_FEATURES}
-# Our extra key in info.json (LeRobot ignores unknown keys).
-HMA_KEY = "hma"
+FORMAT = "lerobot"
+LISTING_CACHE = 8  # datasets whose episode listing a worker keeps
 
 
 # ---------------------------------------------------------------------------------------------
@@ -163,6 +158,33 @@ def list_refs(url: str, dataset: str | None, camera: str | None = None) -> list[
                     f"missing column or key {e} in info.json or the episodes parquet"
                 ) from None
     return sorted(refs, key=lambda r: r["index"])
+
+
+def plan_units(url: str, dataset: str | None, n: int) -> Iterator[Unit]:
+    """Units over the episode index order; only the episode parquet files' row counts are read."""
+    url = url.rstrip("/")
+    read_info(url)
+    fs, root = storage.filesystem(storage.join(url, "meta/episodes"))
+    files = sorted(fs.glob(f"{root}/*/*.parquet"))
+    if not files:
+        raise FormatError(f"{storage.join(url, 'meta/episodes')}: no episode parquet files")
+    total = 0
+    for path in files:
+        try:
+            total += pq.read_metadata(path, filesystem=fs).num_rows
+        except OSError as e:
+            raise FormatError(f"{path}: cannot read episode metadata: {e}") from e
+    yield from position_units(FORMAT, url, dataset, total, n)
+
+
+@lru_cache(maxsize=LISTING_CACHE)
+def _cached_refs(url: str, dataset: str | None) -> list[EpisodeRef]:
+    # One listing per worker process and dataset: its episodes are read by many units.
+    return list_refs(url, dataset)
+
+
+def list_unit(unit: Unit) -> list[Listed]:
+    return list_positions(unit, _cached_refs(unit["url"].rstrip("/"), unit["dataset"]))
 
 
 def load(ref: EpisodeRef) -> Episode:
@@ -264,15 +286,6 @@ def _registry_camera(dataset: str) -> str | None:
 
     spec = load_registry().datasets.get(dataset)
     return spec.camera if spec else None
-
-
-def column_array(table: pa.Table, key: str, dtype: np.dtype) -> np.ndarray:
-    """A per-frame column as [T] (scalars) or [T, K] (fixed-size lists) numpy array."""
-    col = table.column(key).combine_chunks()
-    if pa.types.is_fixed_size_list(col.type) or pa.types.is_list(col.type):
-        flat = col.flatten().to_numpy(zero_copy_only=False)
-        return flat.reshape(len(col), -1).astype(dtype, copy=False)
-    return col.to_numpy(zero_copy_only=False).astype(dtype, copy=False)
 
 
 def _decode_images(cells: list[Any], url: str, where: str) -> np.ndarray:

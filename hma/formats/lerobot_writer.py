@@ -23,7 +23,7 @@ from hma import storage
 from hma.episodes import Episode, Registry, validate_episode
 from hma.errors import FormatError
 from hma.formats import mp4
-from hma.formats.lerobot import (
+from hma.formats.lerobot_layout import (
     ACTION,
     CODEBASE_VERSION,
     DATA_PATH,

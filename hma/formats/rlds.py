@@ -28,7 +28,8 @@ import io
 import json
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
@@ -39,7 +40,7 @@ from hma import storage
 from hma.episodes import Episode, Registry, load_registry, validate_episode
 from hma.errors import EpisodeError, FormatError
 from hma.formats import tfrecord
-from hma.formats.base import EpisodeRef
+from hma.formats.base import EpisodeRef, Listed, Unit, make_unit, ranges
 from hma.formats.tfds_features import Field, features_json, parse_features
 
 FORMAT = "rlds"
@@ -56,6 +57,7 @@ JPEG_QUALITY = 95
 # Split names other tools use for held-out data, read as our "val".
 _VAL_SPLITS = frozenset({"val", "valid", "validation", "test"})
 _SCAN_BLOCK = 1 << 16  # read size for header scans on object stores
+LISTING_CACHE = 8  # datasets / shards whose listing a worker keeps
 
 
 def _read_json(url: str) -> dict[str, Any]:
@@ -115,8 +117,21 @@ def _shard_name(template: str, name: str, split: str, index: int, count: int) ->
 # Reading
 
 
-def list_refs(url: str, dataset: str | None) -> list[EpisodeRef]:
-    """One ref per episode, from dataset_info.json and a header-only scan of each shard."""
+@dataclass(frozen=True)
+class Shard:
+    url: str
+    split: str  # the split's name in dataset_info.json ("train", "test", ...)
+    records: int  # as dataset_info.json lists them
+
+    @property
+    def ours(self) -> str:
+        """The Episode split: "val" for TFDS's held-out split names, else "train"."""
+        return "val" if self.split in _VAL_SPLITS else "train"
+
+
+def shards(url: str, dataset: str | None) -> tuple[str, str, list[Shard]]:
+    """(version directory, dataset name, shards) from dataset_info.json alone. The dataset is
+    `dataset`, else the name a directory this module wrote records; any other needs `dataset`."""
     root = _resolve(url)
     info_url = storage.join(root, INFO_FILE)
     info = _read_json(info_url)
@@ -133,37 +148,89 @@ def list_refs(url: str, dataset: str | None) -> list[EpisodeRef]:
             f"{root}: RLDS dataset {name!r} was not written by HMA; "
             "pass the registry dataset name it belongs to"
         )
-    fs, _ = storage.filesystem(root)
-    refs: list[EpisodeRef] = []
+    out = []
     for split in info.get("splits", []):
         lengths = [int(n) for n in split.get("shardLengths", [])]
         template = split.get("filepathTemplate") or FILE_TEMPLATE
-        for i, expected in enumerate(lengths):
+        for i, length in enumerate(lengths):
             shard = storage.join(root, _shard_name(template, name, split["name"], i, len(lengths)))
-            try:
-                with fs.open(storage.filesystem(shard)[1], "rb", block_size=_SCAN_BLOCK) as f:
-                    offsets = tfrecord.scan_offsets(f, shard)
-            except FileNotFoundError:
-                raise FormatError(f"{shard}: shard listed in {info_url} is missing") from None
-            if len(offsets) != expected:
-                raise FormatError(
-                    f"{shard}: {len(offsets)} records but {info_url} lists {expected}"
-                )
-            for j, (offset, length) in enumerate(offsets):
-                refs.append(
-                    {
-                        "format": FORMAT,
-                        "url": root,
-                        "file": shard,
-                        "offset": offset,
-                        "length": length,
-                        "index": j,
-                        "split": "val" if split["name"] in _VAL_SPLITS else "train",
-                        "dataset": dataset,
-                        "episode_id": f"{storage.basename(shard)}#{j}",
-                    }
-                )
+            out.append(Shard(shard, split["name"], length))
+    return root, dataset, out
+
+
+def _offsets(shard: str) -> list[tuple[int, int]]:
+    """(offset, length) of every record of a shard: a header-only scan."""
+    fs, path = storage.filesystem(shard)
+    with fs.open(path, "rb", block_size=_SCAN_BLOCK) as f:
+        return tfrecord.scan_offsets(f, shard)
+
+
+# A worker lists many units of one dataset: it reads each listing once (a dataset directory
+# does not change while it is read).
+_cached_shards = lru_cache(maxsize=LISTING_CACHE)(shards)
+_cached_offsets = lru_cache(maxsize=LISTING_CACHE)(_offsets)
+
+
+def _ref(root: str, dataset: str, shard: Shard, index: int, offset: int, length: int) -> EpisodeRef:
+    return {
+        "format": FORMAT,
+        "url": root,
+        "file": shard.url,
+        "offset": offset,
+        "length": length,
+        "index": index,
+        "split": shard.ours,
+        "dataset": dataset,
+        "episode_id": f"{storage.basename(shard.url)}#{index}",
+    }
+
+
+def list_refs(url: str, dataset: str | None) -> list[EpisodeRef]:
+    """One ref per episode, from dataset_info.json and a header-only scan of each shard."""
+    root, dataset, listed = shards(url, dataset)
+    refs: list[EpisodeRef] = []
+    for shard in listed:
+        try:
+            offsets = _offsets(shard.url)
+        except FileNotFoundError:
+            raise FormatError(f"{shard.url}: shard listed in {INFO_FILE} is missing") from None
+        if len(offsets) != shard.records:
+            raise FormatError(
+                f"{shard.url}: {len(offsets)} records but {INFO_FILE} lists {shard.records}"
+            )
+        refs += [_ref(root, dataset, shard, j, *where) for j, where in enumerate(offsets)]
     return refs
+
+
+def plan_units(url: str, dataset: str | None, n: int) -> Iterator[Unit]:
+    """Units of up to n records of one shard, from dataset_info.json's shard lengths; the
+    shards themselves are scanned on the workers: loc {"file", "split", "start", "stop"}."""
+    _, _, listed = shards(url, dataset)
+    for shard in listed:
+        for start, stop in ranges(shard.records, n):
+            loc = {"file": shard.url, "split": shard.ours, "start": start, "stop": stop}
+            yield make_unit(FORMAT, url, dataset, stop - start, loc)
+
+
+def list_unit(unit: Unit) -> list[Listed]:
+    """Refs of records [start, stop) of one shard; records the shard lacks are rejections."""
+    loc = unit["loc"]
+    root, dataset, _ = _cached_shards(unit["url"], unit["dataset"])
+    shard = Shard(loc["file"], loc["split"], loc["stop"])
+    try:
+        offsets = _cached_offsets(shard.url)
+    except FileNotFoundError:
+        offsets, missing = [], f"{shard.url}: shard listed in {INFO_FILE} is missing"
+    else:
+        missing = f"{shard.url}: only {len(offsets)} records, {INFO_FILE} lists more"
+    out = []
+    for j in range(loc["start"], loc["stop"]):
+        if j >= len(offsets):
+            episode_id = f"{storage.basename(shard.url)}#{j}"
+            out.append(Listed(None, dataset, episode_id, shard.url, missing))
+        else:
+            out.append(Listed.accepted(_ref(root, dataset, shard, j, *offsets[j]), shard.url))
+    return out
 
 
 @lru_cache(maxsize=16)

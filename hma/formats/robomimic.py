@@ -37,6 +37,7 @@ import os
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from functools import lru_cache
 from typing import Any
 
 import h5py
@@ -45,6 +46,7 @@ import numpy as np
 from hma import storage
 from hma.episodes import SPLITS, DatasetSpec, Episode, Registry, load_registry
 from hma.errors import FormatError
+from hma.formats.base import Listed, Unit, list_positions, position_units
 
 FORMAT = "robomimic"
 LAYOUT_VERSION = 1
@@ -63,6 +65,7 @@ CHUNK_BYTES = 1 << 18  # ~256 KiB chunks: a few frames at a time for robomimic's
 GZIP_LEVEL = 4
 REMOTE_BLOCK_SIZE = 1 << 22  # fsspec read block for HDF5 on object stores
 _DEMO = re.compile(r"demo_(\d+)")
+LISTING_CACHE = 8  # files whose demo listing a worker keeps
 
 
 # ---------------------------------------------------------------------------------------------
@@ -122,6 +125,21 @@ def list_refs(url: str, dataset: str | None = None) -> list[dict[str, Any]]:
                 }
             )
     return refs
+
+
+@lru_cache(maxsize=LISTING_CACHE)
+def _cached_refs(url: str, dataset: str | None) -> list[dict[str, Any]]:
+    # One listing per worker process and file: a file's demos are read by many units.
+    return list_refs(url, dataset)
+
+
+def plan_units(url: str, dataset: str | None, n: int) -> Iterator[Unit]:
+    """Units of up to n demos, by position in numeric demo order."""
+    yield from position_units(FORMAT, url, dataset, len(_cached_refs(url, dataset)), n)
+
+
+def list_unit(unit: Unit) -> list[Listed]:
+    return list_positions(unit, _cached_refs(unit["url"], unit["dataset"]))
 
 
 def load(ref: dict[str, Any]) -> Episode:

@@ -22,7 +22,7 @@ import json
 import os
 import posixpath
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import numpy as np
@@ -33,7 +33,14 @@ from hma import storage
 from hma.episodes import Episode, Registry, load_registry, validate_episode
 from hma.errors import FormatError
 from hma.formats import mp4
-from hma.formats.base import EpisodeRef, episode_from_ref
+from hma.formats.base import (
+    UNKNOWN_DATASET,
+    EpisodeRef,
+    Listed,
+    Unit,
+    episode_from_ref,
+    make_unit,
+)
 
 MANIFEST = "manifest.jsonl"
 REQUIRED = ("episode_id", "video", "actions")
@@ -41,6 +48,9 @@ ACTION = "action"
 STATE = "state"
 # Parquet schema metadata key: extras whose per-step shape is not (K,) (see `_extras_table`).
 SHAPES_KEY = b"hma.extra_shapes"
+FORMAT = "video"
+SCAN_BLOCK = 1 << 22  # manifest bytes read per block while looking for line ends
+NEWLINE = ord("\n")
 
 
 def sniff(url: str) -> bool:
@@ -63,6 +73,65 @@ def list_refs(url: str, dataset: str | None) -> list[EpisodeRef]:
     except FileNotFoundError:
         raise FormatError(f"{manifest}: manifest not found") from None
     return refs
+
+
+def plan_units(url: str, dataset: str | None, n: int) -> Iterator[Unit]:
+    """Cut the manifest at every n-th line end: loc {"manifest", "start", "stop": byte range
+    [start, stop), "line": first line number}. Only newline offsets are looked at (large blocks,
+    no JSON parsing), so a manifest of millions of lines plans in about a second."""
+    manifest = _manifest_url(url)
+    fs, path = storage.filesystem(manifest)
+    try:
+        f = fs.open(path, "rb", block_size=SCAN_BLOCK)
+    except FileNotFoundError:
+        raise FormatError(f"{manifest}: manifest not found") from None
+    start, line, lines_seen, offset, last = 0, 1, 0, 0, b"\n"
+    with f:
+        while block := f.read(SCAN_BLOCK):
+            last = block[-1:]
+            ends = np.flatnonzero(np.frombuffer(block, np.uint8) == NEWLINE)
+            # ends[k] closes line number lines_seen + k + 1; a unit closes when that is a multiple of n
+            first = n - lines_seen % n - 1
+            for k in range(first, len(ends), n):
+                stop = offset + int(ends[k]) + 1
+                loc = {"manifest": manifest, "start": start, "stop": stop, "line": line}
+                yield make_unit(FORMAT, url, dataset, n, loc)
+                start, line = stop, line + n
+            lines_seen += len(ends)
+            offset += len(block)
+    if offset > start:  # lines after the last full unit (the last may lack its newline)
+        count = lines_seen - (line - 1) + (0 if last == b"\n" else 1)
+        loc = {"manifest": manifest, "start": start, "stop": offset, "line": line}
+        yield make_unit(FORMAT, url, dataset, count, loc)
+
+
+def list_unit(unit: Unit) -> list[Listed]:
+    """The unit's manifest lines as refs; a bad line is a rejection naming its line number."""
+    loc = unit["loc"]
+    manifest = loc["manifest"]
+    root = _root(manifest)
+    fs, path = storage.filesystem(manifest)
+    data = fs.cat_file(path, start=loc["start"], end=loc["stop"])
+    out = []
+    for i, raw in enumerate(data.split(b"\n")):
+        text = raw.decode("utf-8", errors="replace")
+        if not text.strip():
+            continue
+        lineno = loc["line"] + i
+        try:
+            ref = _ref(_parse(text, manifest, lineno), root, manifest, lineno, unit["dataset"])
+            out.append(Listed.accepted(ref, manifest))
+        except FormatError as e:
+            name = unit["dataset"] or _dataset_of_line(text)
+            out.append(Listed(None, name, f"{manifest}:{lineno}", manifest, str(e)))
+    return out
+
+
+def _dataset_of_line(text: str) -> str:
+    try:
+        return str(json.loads(text).get("dataset") or UNKNOWN_DATASET)
+    except (ValueError, AttributeError):
+        return UNKNOWN_DATASET
 
 
 def load(ref: EpisodeRef) -> Episode:
@@ -187,7 +256,7 @@ def _ref(
             raise FormatError(f"{where}: no 'hz' and dataset {name!r} is not in the registry")
         hz = spec.hz
     return {
-        "format": "video",
+        "format": FORMAT,
         "url": root,
         "manifest": manifest,
         "index": lineno - 1,

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from hma.generate import synthetic as syn
-from hma.generate.synthesize import SCHEMA_FORMATS, GenerateConfig, Plan
+from hma.generate.config import SCHEMA_FORMATS, GenerateConfig, Plan
 
 
 class BatchRunner:
@@ -44,9 +44,9 @@ class BatchRunner:
         self.root = syn.staging_url(self.config.out)
 
     def run(self, job: dict[str, Any]) -> dict[str, Any]:
+        from hma.episodes import chunk_actions, keep_frames
         from hma.formats import get_format
         from hma.frames import resize
-        from hma.pipeline.store import chunk_actions, keep_frames
 
         c, wm, start = self.config, self.wm, time.perf_counter()
         attempt, members = job["attempt"], job["members"]

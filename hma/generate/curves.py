@@ -1,6 +1,6 @@
 """Training curves: scalars from TensorBoard event files, drawn as PNG line plots with PIL.
 
-Event files (tensorboardX writes them during training, hma.tokenize.progress) are TFRecord
+Event files (tensorboardX writes them during training, hma.training.progress) are TFRecord
 files of `Event` protobufs; they are read with the project's TFRecord framing
 (hma.formats.tfrecord) and tensorboardX's own `Event` message, so neither TensorFlow nor
 tensorboard nor matplotlib is needed. A run that resumed writes a second event file that repeats

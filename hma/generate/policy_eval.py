@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from hma.envs.base import Env, Obs
-from hma.episodes import Episode
+from hma.episodes import Episode, video_steps
 from hma.errors import HmaError
 from hma.generate.simulator import Simulator
 
@@ -209,7 +209,7 @@ def evaluate(
             learned += replay(sim, group, prompt_frames, seed=seed + first)
         rows = []
         for ep, probs in zip(real, learned, strict=True):
-            kept = ep.frames[(prompt_frames - 1) * sim.stride + sim.stride :: sim.stride]
+            kept = ep.frames[video_steps(len(ep), sim.stride)[prompt_frames:]]
             on_real = clf.episode_success(clf.predict(kept)) if len(kept) else False
             rows.append(
                 {

@@ -30,7 +30,9 @@ import torch
 from pydantic import Field
 
 from hma import storage
+from hma.checkpoint import RUN_CHECKPOINT
 from hma.config import StrictModel
+from hma.episodes import chunk_actions, keep_frames
 from hma.errors import HmaError
 from hma.frames import video_grid
 from hma.generate.curves import group_curves, line_plot, read_scalars
@@ -43,8 +45,6 @@ from hma.model.metrics import (
     video_psnr,
     video_ssim,
 )
-from hma.pipeline.store import chunk_actions, keep_frames
-from hma.tokenize.checkpoint import RUN_CHECKPOINT
 
 PAGE = "index.html"
 MIN_VIDEO_SIDE = 128  # small model frames are upscaled (nearest) to at least this in GIF/MP4
@@ -100,7 +100,7 @@ def run_dir_of(checkpoint: str) -> str:
 
 
 def clips_from_store(wm: WorldModel, name: str, cfg: ReportConfig) -> Clips:
-    from hma.pipeline.store_reader import TokenStore
+    from hma.pipeline.store.reader import TokenStore
 
     store = TokenStore.open(wm.record(name)["store"])
     view = store.dataset(name)

@@ -40,7 +40,7 @@ import torch
 from pydantic import Field
 
 from hma.config import StrictModel
-from hma.episodes import Episode
+from hma.episodes import Episode, chunk_actions, kept_steps
 from hma.errors import HmaError
 from hma.generate.success import SuccessClassifier
 from hma.generate.world_model import DEFAULT_STEPS, WorldModel
@@ -241,9 +241,9 @@ class Simulator:
                     f"episode {ep.episode_id!r} has {len(ep)} steps; {prompt_frames} prompt "
                     f"frames at stride {self.stride} need {raw}"
                 )
-            frames.append(ep.frames[: raw : self.stride])  # [T0,H,W,3]
+            frames.append(ep.frames[kept_steps(prompt_frames, self.stride)])  # [T0,H,W,3]
             steps = ep.actions[: (prompt_frames - 1) * self.stride]
-            chunks.append(steps.reshape(prompt_frames - 1, self.stride, self.action_dim))
+            chunks.append(chunk_actions(steps, self.stride))  # [T0-1,s,A]
         sizes = {f.shape[1:] for f in frames}
         if len(sizes) > 1:
             raise SimulatorError(f"prompt episodes differ in frame size: {sorted(sizes)}")

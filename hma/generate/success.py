@@ -31,7 +31,7 @@ from torch import nn
 
 from hma import storage
 from hma.config import StrictModel
-from hma.episodes import Episode, load_registry
+from hma.episodes import Episode, load_registry, video_steps
 from hma.errors import HmaError
 from hma.tokenize.base import fingerprint_of
 
@@ -303,7 +303,9 @@ def train_success(
         labels.append(lab)
         val.append(np.full(len(index), ep.split == "val"))
         if ep.split == "val":  # judged on kept frames, as the learned simulator produces them
-            kept = ep.frames[stride::stride] if stride < len(ep) else ep.frames[-1:]
+            kept = (
+                ep.frames[video_steps(len(ep), stride)[1:]] if stride < len(ep) else ep.frames[-1:]
+            )
             kept = kept if transform is None else transform(kept)
             val_episodes.append((resize_uint8(kept, config.image_size), bool(ep.success)))
     if not counted:

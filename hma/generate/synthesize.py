@@ -22,57 +22,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
-from pydantic import Field
 
 from hma import storage
-from hma.config import StrictModel
-from hma.errors import HmaError
 from hma.generate import synthetic as syn
-
-ActionsMode = Literal["model", "replay", "perturb"]
-SCHEMA_FORMATS = ("rlds", "lerobot")  # formats that need one step schema for every episode
-
-
-class GenerateConfig(StrictModel):
-    """Everything that decides what `hma-generate` writes (and whether a staged run resumes)."""
-
-    checkpoint: str = Field(description="pretraining checkpoint dir (or run dir with checkpoint_*)")
-    source: str = Field(description="SRC dataset URL: robomimic HDF5, RLDS dir or LeRobot dir")
-    out: str = Field(description="DST URL (must not exist); written in the source's format")
-    n: int = Field(90, ge=0, description="synthetic episodes")
-    mix: int = Field(10, ge=0, description="real episodes copied unchanged from SRC's train split")
-    actions: ActionsMode = Field(
-        "model", description="model: proposed (full dynamics); replay/perturb: real ones"
-    )
-    horizon: int | None = Field(
-        None, ge=1, description="new kept frames per episode (default: the prompt episode's)"
-    )
-    prompt_frames: int = Field(2, ge=1, description="real kept frames the rollout starts from")
-    seed: int = 0
-    workers: int = Field(1, ge=0, description="Ray actors (one model replica each); 0: in-process")
-    batch_size: int = Field(4, ge=1, description="synthetic episodes per batched rollout")
-    steps: int = Field(2, ge=1, description="MaskGIT passes per frame")
-    temperature: float = Field(1.0, ge=0)
-    perturb_scale: float = Field(
-        0.1, ge=0, description="perturb: noise std as a share of the real std per dimension"
-    )
-    valid_fraction: float = Field(0.1, ge=0, lt=1, description="synthetic episodes put in valid")
-    attempts: int = Field(3, ge=1, description="tries per synthetic episode before giving up")
-    range_tolerance: float = Field(
-        0.1, ge=0, description="actions may exceed the real per-dim range by this share of it"
-    )
-    min_std_ratio: float = Field(
-        0.25, ge=0, description="refuse a run whose action std per dim is below this x real"
-    )
-    format: str | None = Field(None, description="source format (default: detected)")
-    dataset_name: str | None = Field(None, description="registry dataset, where SRC lacks it")
-    tokenizer: str | None = Field(None, description="tokenizer URL if moved since training")
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    cpus_per_worker: float = Field(1.0, gt=0)
-    torch_threads: int | None = Field(None, ge=1)
+from hma.generate.config import GenerateConfig, GenerateError, Plan
 
 
 @dataclass
@@ -112,30 +68,8 @@ class GenerateReport:
         return out
 
 
-class GenerateError(HmaError, ValueError):
-    """A generation run that cannot or must not produce its output."""
-
-
 # ---------------------------------------------------------------------------------------------
 # Plan
-
-
-@dataclass
-class Plan:
-    fmt: str
-    dataset: str
-    train: list[dict[str, Any]]  # train-split refs of SRC
-    real: list[dict[str, Any]]  # the `mix` real episodes, in source order
-    seed: int
-    valid: set[int]  # synthetic indices in the valid split
-    run: dict[str, Any]  # what the staging dir records (resume must match)
-    provenance: syn.Provenance
-
-    def prompt(self, index: int, attempt: int) -> dict[str, Any]:
-        """Episode i's prompt at this attempt: a seeded permutation of the train split per
-        attempt, so a retry starts from another episode (where the split has several)."""
-        order = np.random.default_rng([self.seed, 1, attempt]).permutation(len(self.train))
-        return self.train[int(order[index % len(order)])]
 
 
 def make_plan(config: GenerateConfig, wm: Any) -> Plan:
@@ -316,78 +250,3 @@ def generate(
         resumed=resumed,
         splits=splits,
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# Command line
-
-
-def build_parser():
-    import argparse
-
-    p = argparse.ArgumentParser(
-        prog="hma-generate",
-        description="Write synthetic trajectories from a trained HMA checkpoint into a robomimic, "
-        "Language Table (RLDS) or LeRobot dataset, mixed with real ones.",
-    )
-    fields = GenerateConfig.model_fields
-
-    def arg(flag: str, name: str, **kw: Any) -> None:
-        p.add_argument(flag, dest=name, help=fields[name].description, **kw)
-
-    arg("--checkpoint", "checkpoint", required=True)
-    arg("--dataset", "source", required=True, metavar="SRC")
-    arg("--out", "out", required=True, metavar="DST")
-    for flag, name, typ in [
-        ("--n", "n", int),
-        ("--mix", "mix", int),
-        ("--horizon", "horizon", int),
-        ("--prompt-frames", "prompt_frames", int),
-        ("--seed", "seed", int),
-        ("--workers", "workers", int),
-        ("--batch-size", "batch_size", int),
-        ("--steps", "steps", int),
-        ("--temperature", "temperature", float),
-        ("--perturb-scale", "perturb_scale", float),
-        ("--valid-fraction", "valid_fraction", float),
-        ("--attempts", "attempts", int),
-        ("--range-tolerance", "range_tolerance", float),
-        ("--min-std-ratio", "min_std_ratio", float),
-        ("--torch-threads", "torch_threads", int),
-    ]:
-        arg(flag, name, type=typ, default=fields[name].default)
-    arg("--actions", "actions", choices=("model", "replay", "perturb"), default="model")
-    arg("--format", "format", default=None)
-    arg("--dataset-name", "dataset_name", default=None)
-    arg("--tokenizer", "tokenizer", default=None)
-    arg("--device", "device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--address", default=None, help="Ray cluster to join (default: local)")
-    p.add_argument("--registry", action="append", default=[], help="extra registry YAML")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
-    return p
-
-
-def generate_main(argv: list[str] | None = None) -> int:
-    """`hma-generate`: exit 0 when every requested episode was written, 1 when some failed
-    every attempt (they are reported, the rest is written), 2 on a usage or data error."""
-    import sys
-
-    from pydantic import ValidationError
-
-    args = vars(build_parser().parse_args(argv))
-    address, registry, quiet = args.pop("address"), args.pop("registry"), args.pop("quiet")
-    try:
-        if registry:
-            from hma.episodes import extend_registry
-
-            extend_registry(registry)
-        try:
-            config = GenerateConfig(**args)
-        except ValidationError as e:
-            raise GenerateError(f"invalid arguments: {e}") from None
-        report = generate(config, address, echo=not quiet)
-    except HmaError as e:
-        print(f"hma-generate: error: {e}", file=sys.stderr)
-        return 2
-    print("\n".join(report.lines()))
-    return 1 if report.missing else 0

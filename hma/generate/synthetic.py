@@ -29,7 +29,7 @@ from safetensors.numpy import load as load_arrays
 from safetensors.numpy import save as save_arrays
 
 from hma import storage
-from hma.episodes import Episode, Registry, validate_episode
+from hma.episodes import Episode, Registry, hold_frames, unchunk_actions, validate_episode
 from hma.errors import HmaError
 from hma.frames import resize
 from hma.stats import ACTION_STD_FLOOR, ActionStats
@@ -68,7 +68,7 @@ def build_episode(
     """The synthetic Episode from one rollout row: frames [N,h,w,3], actions_raw [N,s,A]."""
     n = frames.shape[0]
     steps = n * stride
-    held = np.repeat(resize(frames, real.frames.shape[1:3]), stride, axis=0)  # [N*s,H,W,3]
+    held = hold_frames(resize(frames, real.frames.shape[1:3]), stride)  # [N*s,H,W,3]
     meta = dict(meta)
     meta["frame_hold"] = "zero-order: each generated frame is held for its `stride` raw steps"
     for key in ("env_args", "model_file"):  # robomimic builds its env from these
@@ -94,7 +94,7 @@ def build_episode(
         episode_id=episode_id,
         split=split,
         frames=held,
-        actions=np.ascontiguousarray(actions_raw.reshape(steps, -1), np.float32),
+        actions=unchunk_actions(actions_raw),  # [N*s,A]
         hz=real.hz,
         state=state,
         instruction=real.instruction,

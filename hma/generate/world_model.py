@@ -13,11 +13,11 @@
 Actions cross this boundary in the dataset's raw units and leave it in raw units; inside, they
 are normalised with the checkpoint's per-dataset statistics (hma.stats.ActionStats). Kept frame f
 covers raw steps f*s .. (f+1)*s - 1 and its chunk holds the s raw actions taken from kept frame f
-to f+1 (the token store's layout, hma.pipeline.store.chunk_actions).
+to f+1 (the token store's layout, hma.episodes.chunk_actions).
 
 Given actions select forward dynamics (the model renders the video those actions cause); no
 actions select full dynamics (the model proposes every chunk, then the video). The checkpoint
-fingerprint is sha256 over the model config and weights (hma.tokenize.base.fingerprint_of), the
+fingerprint is sha256 over the model config and weights (hma.checkpoint.fingerprint_of), the
 provenance every synthetic episode records.
 """
 
@@ -29,11 +29,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from hma.checkpoint import fingerprint_of
 from hma.errors import HmaError
 from hma.frames import resize
-from hma.pipeline import pretrain_checkpoint as ckpt
+from hma.model import checkpoint as ckpt
 from hma.stats import ActionStats
-from hma.tokenize.base import fingerprint_of
 
 DEFAULT_STEPS = 2  # MaskGIT passes per frame: the reference evaluates and simulates with 2
 
@@ -73,7 +73,6 @@ class WorldModel:
 
         `tokenizer` overrides the tokenizer URL recorded in the checkpoint (a moved copy); either
         way its fingerprint must equal the recorded one."""
-        from hma.model.checkpoint import load_model
         from hma.tokenize.checkpoint import load_tokenizer
 
         url = ckpt.resolve(checkpoint)
@@ -88,7 +87,7 @@ class WorldModel:
                 f"tokenizer mismatch: the checkpoint {url} was trained on tokens of tokenizer "
                 f"{recorded.get('fingerprint')}, but {tok_url} has fingerprint {tok.fingerprint}"
             )
-        model = load_model(ckpt.model_url(url), device=device)
+        model = ckpt.load_model(ckpt.model_url(url), device=device)
         missing = sorted(set(model.config.datasets) - set(meta.get("datasets", {})))
         if missing:
             raise WorldModelError(f"{url}: pretrain.json lacks the records of datasets {missing}")

@@ -1,37 +1,46 @@
-"""HMA checkpoints: safetensors weights + the ModelConfig as JSON, on a local path or s3://.
+"""HMA checkpoints, on a local path or s3:// (file rules and errors: hma.checkpoint).
 
-    <dir>/model.safetensors   every tensor of the model's state dict (no code, no pickle)
-    <dir>/config.json         {"format": "hma-model", "version", "config": ModelConfig fields}
+A model directory: the weights and the ModelConfig, all `load_model` needs.
 
-config.json is written last, so a directory without it is an unfinished write. Loading
-rebuilds the model from the config and refuses any tensor whose name, shape or dtype differs,
-with a CheckpointError naming the file and the tensor.
+    <model>/model.safetensors   every tensor of the model's state dict (no code, no pickle)
+    <model>/config.json         {"format": "hma-model", "version", "config": ModelConfig fields}
+
+A pretraining checkpoint, what `hma pretrain` writes and generation loads: a model directory plus
+what the model's tokens and actions mean, and the state to resume training exactly.
+
+    <dir>/model/                        the model directory above
+    <dir>/trainer_state.safetensors     optimizer moments, scheduler, per-rank RNG states
+          + trainer_state.json
+    <dir>/pretrain.json                 written last: format, step, seconds, sampler position,
+                                        tokenizer (kind, fingerprint, config, url, grid), per
+                                        dataset its registry entry, stride, action_dim, action
+                                        stats and mixing weight, and the run's config
+
+Loading rebuilds the model from its config and refuses any tensor whose name, shape or dtype
+differs. A pretraining checkpoint used with a token store of another tokenizer is refused, naming
+both fingerprints: the model's codes would mean nothing for another tokenizer's tokens.
 """
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import torch
 from pydantic import ValidationError
-from safetensors.torch import save as save_tensor_bytes
 
-from hma import storage
-from hma.errors import HmaError
+from hma import checkpoint, storage
+from hma.checkpoint import CheckpointError
 from hma.model.config import ModelConfig
 from hma.model.hma import HMA
-from hma.tokenize.checkpoint import read_tensors
 
 FORMAT = "hma-model"
 VERSION = 1
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
-MAX_LISTED = 5  # tensor names listed in a mismatch message
-
-
-class CheckpointError(HmaError, ValueError):
-    """A model checkpoint is missing, damaged, or does not match the model."""
+RUN_FORMAT = "hma-pretrain"
+RUN_VERSION = 1
+META_FILE = "pretrain.json"
+MODEL_DIR = "model"
 
 
 def save_model(model: HMA, url: str) -> None:
@@ -43,20 +52,14 @@ def save_model_state(state: dict[str, torch.Tensor], config: dict[str, Any], url
     """save_model from a state dict and a JSON config (under FSDP2 the full weights exist only
     as a gathered state dict, not as a module)."""
     storage.makedirs(url)
-    tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
-    with storage.open_file(storage.join(url, WEIGHTS_FILE), "wb") as f:
-        f.write(save_tensor_bytes(tensors, metadata={"format": FORMAT}))
-    record = {"format": FORMAT, "version": VERSION, "config": config}
-    with storage.open_file(storage.join(url, CONFIG_FILE), "w") as f:
-        json.dump(record, f, indent=2, sort_keys=True)
+    checkpoint.write_tensors(storage.join(url, WEIGHTS_FILE), state, {"format": FORMAT})
+    checkpoint.write_record(storage.join(url, CONFIG_FILE), FORMAT, VERSION, {"config": config})
 
 
 def read_config(url: str) -> ModelConfig:
     """The ModelConfig recorded in the checkpoint at `url`."""
     path = storage.join(url, CONFIG_FILE)
-    record = storage.read_versioned_json(
-        path, FORMAT, VERSION, CheckpointError, "missing; not an HMA model checkpoint"
-    )
+    record = checkpoint.read_record(path, FORMAT, VERSION, "missing; not an HMA model checkpoint")
     try:
         return ModelConfig(**record.get("config", {}))
     except ValidationError as e:
@@ -70,28 +73,66 @@ def load_model(url: str, device: str | torch.device = "cpu") -> HMA:
     return model.to(device)
 
 
+def read_weights(url: str) -> dict[str, torch.Tensor]:
+    """The tensors of the model directory at `url`."""
+    return checkpoint.read_tensors(storage.join(url, WEIGHTS_FILE))
+
+
 def load_weights(model: HMA, url: str, strict: bool = True) -> None:
     """Load the weights at `url` into `model`. strict=False allows tensors missing from the
     file (e.g. the stem/head of a dataset added after pre-training), never a shape mismatch."""
+    tensors = read_weights(url)
     path = storage.join(url, WEIGHTS_FILE)
-    tensors = read_tensors(path, CheckpointError)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    unexpected = sorted(set(tensors) - set(expected))
-    if unexpected or (strict and missing):
-        raise CheckpointError(
-            f"{path}: tensors do not match the model: missing {_listed(missing)}, unexpected "
-            f"{_listed(unexpected)}"
-        )
-    for name, got in sorted(tensors.items()):
-        ref = expected[name]
-        if got.shape != ref.shape or got.dtype != ref.dtype:
-            raise CheckpointError(
-                f"{path}: tensor {name!r} is {got.dtype} {list(got.shape)}, the model needs "
-                f"{ref.dtype} {list(ref.shape)}"
-            )
+    checkpoint.check_tensors(model.state_dict(), tensors, path, "the model", strict=strict)
     model.load_state_dict(tensors, strict=strict)
 
 
-def _listed(names: list[str]) -> str:
-    return f"{names[:MAX_LISTED]}{' ...' if len(names) > MAX_LISTED else ''}"
+# ---------------------------------------------------------------------------------------------
+# Pretraining checkpoints
+
+
+def model_url(url: str) -> str:
+    """The model directory of the pretraining checkpoint at `url`."""
+    return storage.join(url, MODEL_DIR)
+
+
+def save_run(
+    url: str,
+    weights: dict[str, torch.Tensor],
+    model_config: dict[str, Any],
+    trainer_state: dict[str, Any],
+    meta: dict[str, Any],
+) -> None:
+    """Write a pretraining checkpoint; `meta` (JSON) goes last, into pretrain.json."""
+    save_model_state(weights, model_config, model_url(url))
+    checkpoint.save_state(url, trainer_state)
+    checkpoint.write_record(storage.join(url, META_FILE), RUN_FORMAT, RUN_VERSION, meta)
+
+
+def read_meta(url: str) -> dict[str, Any]:
+    """The checked pretrain.json of the pretraining checkpoint at `url`."""
+    path = storage.join(url, META_FILE)
+    missing = "missing; not a pretraining checkpoint"
+    return checkpoint.read_record(path, RUN_FORMAT, RUN_VERSION, missing)
+
+
+def latest(url: str) -> str | None:
+    """`url` itself if it is a pretraining checkpoint, else its newest complete `checkpoint_*`
+    child (a Ray Train run directory), else None."""
+    return checkpoint.newest(url, META_FILE)
+
+
+def resolve(url: str) -> str:
+    """`latest(url)`, or a CheckpointError saying `url` is not a pretraining checkpoint."""
+    return checkpoint.resolve(url, META_FILE, "pretraining")
+
+
+def check_tokenizer(meta: dict[str, Any], url: str, fingerprint: str, store: str) -> None:
+    """Refuse a checkpoint trained on another tokenizer's tokens than the store's."""
+    recorded = (meta.get("tokenizer") or {}).get("fingerprint")
+    if recorded != fingerprint:
+        raise CheckpointError(
+            f"{url}: trained on tokens of tokenizer {recorded}, but the token store {store} "
+            f"holds tokens of tokenizer {fingerprint}; re-tokenize the data with the checkpoint's "
+            "tokenizer or train from scratch"
+        )

@@ -15,7 +15,7 @@ from PIL import Image
 
 from hma import formats, storage
 from hma.episodes import Episode, Registry, load_registry
-from hma.formats.base import load_row
+from hma.formats import load_row
 from hma.stats import ActionStats
 
 THUMB_PX = 64  # height of one thumbnail in the strip

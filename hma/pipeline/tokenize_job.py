@@ -13,10 +13,8 @@ quarantined, per dataset, and the summary says whether the counts balance.
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import struct
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -35,10 +33,8 @@ from hma.pipeline.tokenize_stages import EMPTY_UNIT, TokenizeActor, load_unit, w
 from hma.pipeline.tokenize_summary import TokenizeSummary
 from hma.tokenize import checkpoint, cosmos
 
-EXIT_OK, EXIT_INCOMPLETE = 0, 1
 PLAN_CHUNK = 8192  # units per Arrow array while the plan streams in
 MAX_PLAN_BLOCKS = 4096  # Ray Data input blocks: one unit each, up to this many
-SAFETENSORS_HEADER_LEN = 8  # a safetensors file opens with its JSON header's length, u64 LE
 
 
 class TokenizeJobConfig(StrictModel):
@@ -89,7 +85,7 @@ def tokenizer_info(url: str, frame_size: tuple[int, int]) -> store.TokenizerInfo
     root = checkpoint.resolve(url)
     config, fingerprint = checkpoint.read_config(root)
     weights = storage.join(root, checkpoint.WEIGHTS_FILE)
-    if _weights_fingerprint(weights) != fingerprint:
+    if checkpoint.weights_fingerprint(weights) != fingerprint:
         raise checkpoint.CheckpointError(
             f"{weights}: its header's fingerprint differs from the one recorded in "
             f"{checkpoint.CONFIG_FILE}: the weights come from another checkpoint"
@@ -112,19 +108,6 @@ def tokenizer_info(url: str, frame_size: tuple[int, int]) -> store.TokenizerInfo
         latent_channels=None if vq else config.latent_channels,
         frame_size=(height, width),
     )
-
-
-def _weights_fingerprint(url: str) -> str:
-    """The fingerprint save_net wrote into the safetensors header of `url` (header only)."""
-    try:
-        with storage.open_file(url, "rb") as f:
-            (size,) = struct.unpack("<Q", f.read(SAFETENSORS_HEADER_LEN))
-            header = json.loads(f.read(size))
-    except FileNotFoundError:
-        raise checkpoint.CheckpointError(f"{url}: missing") from None
-    except (struct.error, ValueError, UnicodeDecodeError) as e:
-        raise checkpoint.CheckpointError(f"{url}: not a safetensors file ({e})") from None
-    return str((header.get("__metadata__") or {}).get("fingerprint", ""))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -323,15 +306,3 @@ class UnitWriters:
     def incomplete(self) -> set[str]:
         """Units some of whose rows never arrived (should not happen; reported if it does)."""
         return set(self.rows)
-
-
-# ---------------------------------------------------------------------------------------------
-# Entry points
-
-
-def cli_main(args: argparse.Namespace) -> int:
-    """`hma tokenize --config C [--address A]`: run, print the summary, 1 if counts do not balance."""
-    config = load_job_config(args.config)
-    summary = run_tokenize(config, getattr(args, "address", None))
-    print("\n".join(summary.lines()))
-    return EXIT_OK if summary.ok else EXIT_INCOMPLETE

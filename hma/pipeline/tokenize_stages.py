@@ -24,10 +24,17 @@ from typing import Any
 import numpy as np
 
 from hma import formats
-from hma.episodes import Registry, extend_registry, validate_episode
+from hma.episodes import (
+    Registry,
+    chunk_actions,
+    extend_registry,
+    keep_frames,
+    validate_episode,
+)
+from hma.formats.base import Listed, Unit
 from hma.frames import resize
 from hma.pipeline import store
-from hma.pipeline.plan import Listed, Unit, list_unit
+from hma.pipeline.plan import list_unit
 
 EMPTY_UNIT = -1  # `index` of the one marker row of a unit that holds no episodes
 
@@ -96,8 +103,8 @@ def _load_episode(
         row["reason"] = f"episode shorter than stride ({steps} steps < stride {stride})"
         return
     start = time.perf_counter()
-    row["frames"] = resize(episode.frames[store.keep_frames(steps, stride)], frame_size)
-    row["actions"] = store.chunk_actions(episode.actions, stride)  # (F, s, A)
+    row["frames"] = resize(episode.frames[keep_frames(steps, stride)], frame_size)
+    row["actions"] = chunk_actions(episode.actions, stride)  # (F, s, A)
     row["resize_s"] = time.perf_counter() - start
 
 

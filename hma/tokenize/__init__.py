@@ -5,8 +5,8 @@ backbone.py    conv encoder/decoder shared by FSQ and KL
 quantizers.py  FSQ and the diagonal Gaussian bottleneck
 fsq.py, kl.py  the trainable tokenizers and their configs; presets.py names them
 cosmos.py      adapter for the published Cosmos TorchScript tokenizers
-checkpoint.py  safetensors + JSON checkpoints (never pickle)
-trainer.py     one training step; train.py runs it on Ray Train; progress.py reports it
+checkpoint.py  tokenizer checkpoints (on hma.checkpoint: safetensors + JSON, never pickle)
+trainer.py     one training step; train.py runs it on Ray Train (hma.training)
 data.py        frames from Episode sources as a Ray Data stream
 metrics.py     PSNR and SSIM; evaluate.py scores held-out episodes and draws grids
 """

@@ -12,8 +12,6 @@ fingerprint (sha256 over the config and every weight) that stores and checkpoint
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Iterator
 from contextlib import nullcontext
 from typing import Any, Literal, Protocol
@@ -21,6 +19,8 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import torch
 from torch import nn
+
+from hma.checkpoint import fingerprint_of
 
 Kind = Literal["vq", "soft"]
 KINDS: tuple[Kind, ...] = ("vq", "soft")
@@ -49,20 +49,6 @@ def images_to_frames(images: torch.Tensor) -> torch.Tensor:
     """float [N,3,H,W] in [-1, 1] -> uint8 [N,H,W,3], rounded and clamped."""
     pixels = images.float().add(1.0).mul_(UINT8_MAX / 2).round_().clamp_(0, UINT8_MAX)
     return pixels.to(torch.uint8).permute(0, 2, 3, 1).contiguous()  # (N, H, W, 3)
-
-
-def fingerprint_of(config: dict[str, Any], tensors: Iterator[tuple[str, torch.Tensor]]) -> str:
-    """sha256 over the canonical JSON of `config`, then each tensor's name, dtype, shape and bytes.
-
-    Tensors are hashed in name order, so the result does not depend on module construction order.
-    """
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True).encode())
-    for name, tensor in sorted(tensors, key=lambda item: item[0]):
-        t = tensor.detach().to("cpu").contiguous()
-        digest.update(f"{name}|{t.dtype}|{list(t.shape)}".encode())
-        # view as bytes: numpy has no bfloat16, and the raw bytes are what a weight *is*.
-        digest.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()
 
 
 def _is_uint8(array: np.ndarray | torch.Tensor) -> bool:

@@ -27,17 +27,16 @@ from pydantic import Field
 from torch import nn
 
 from hma import storage
+from hma.checkpoint import CheckpointError, read_bytes
 from hma.config import StrictModel
-from hma.errors import HmaError
 from hma.tokenize.base import Tokenizer
-from hma.tokenize.checkpoint import read_bytes
 
 ENCODER_FILE = "encoder.jit"
 DECODER_FILE = "decoder.jit"
 COSMOS_DISCRETE_VOCAB = 64000  # FSQ levels (8, 8, 8, 5, 5, 5) of the Cosmos discrete tokenizers
 
 
-class CosmosError(HmaError, ValueError):
+class CosmosError(CheckpointError):
     """Cosmos tokenizer files are missing, unreadable, or break the expected contract."""
 
 
@@ -57,7 +56,7 @@ def is_cosmos_dir(url: str) -> bool:
 
 
 def _load_script(url: str, device: torch.device) -> tuple[torch.jit.ScriptModule, str]:
-    data = read_bytes(url, CosmosError)
+    data = read_bytes(url)
     try:
         with warnings.catch_warnings():
             # torch >= 2.9 deprecates TorchScript; the published Cosmos files are TorchScript.

@@ -15,9 +15,8 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from hma.config import StrictModel
-from hma.lr_schedule import warmup_cosine
-from hma.tokenize import checkpoint
+from hma import checkpoint
+from hma.tokenize import checkpoint as tokenizer_checkpoint
 from hma.tokenize.base import frames_to_images, images_to_frames
 from hma.tokenize.fsq import FSQConfig
 from hma.tokenize.kl import KLConfig
@@ -29,63 +28,59 @@ from hma.tokenize.losses import (
     reconstruction_loss,
 )
 from hma.tokenize.metrics import psnr
+from hma.training import optim as optimiser
+from hma.training.distributed import unwrap
+from hma.training.run import TrainState as RunState
 
 
-class OptimConfig(StrictModel):
-    """AdamW with linear warm-up, then cosine decay over the run's budget (steps or time)."""
+class TokenizerOptimConfig(optimiser.OptimConfig):
+    """The shared optimiser with the tokenizers' defaults: a higher peak lr, betas (0.9, 0.99),
+    no weight decay, and a schedule over the run's step or time budget."""
 
-    lr: float = Field(default=2e-3, gt=0)
+    lr: float = Field(default=2e-3, gt=0, description="peak learning rate")
     betas: tuple[float, float] = (0.9, 0.99)
-    weight_decay: float = Field(default=0.0, ge=0)
+    weight_decay: float = Field(default=0.0, ge=0, description="on matrices only")
     warmup_steps: int = Field(default=50, ge=0)
     min_lr_ratio: float = Field(default=0.05, ge=0, le=1, description="final lr / lr")
-    grad_clip: float = Field(default=1.0, gt=0, description="max global gradient norm")
 
 
-@dataclass
-class TrainState:
+@dataclass(kw_only=True)
+class TrainState(RunState):
     net: nn.Module  # the tokenizer net, possibly wrapped (DDP) by the caller
-    optimizer: torch.optim.Optimizer
     tokenizer_config: FSQConfig | KLConfig
     loss: LossConfig
-    optim: OptimConfig
+    optim: optimiser.OptimConfig
     disc: nn.Module | None = None
     disc_optimizer: torch.optim.Optimizer | None = None
-    step: int = 0
-    seconds: float = 0.0  # training-loop time so far, across resumes
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-def unwrap(net: nn.Module) -> nn.Module:
-    """The tokenizer net inside a DistributedDataParallel wrapper, or `net` itself."""
-    return getattr(net, "module", net)
 
 
 def make_state(
     tokenizer_config: FSQConfig | KLConfig,
     loss: LossConfig,
-    optim: OptimConfig,
+    optim: optimiser.OptimConfig,
     device: torch.device | str = "cpu",
 ) -> TrainState:
     net = tokenizer_config.build().to(device).train()
-    opt = torch.optim.AdamW(
-        net.parameters(), lr=optim.lr, betas=optim.betas, weight_decay=optim.weight_decay
-    )
     disc = disc_opt = None
     if loss.adversarial:
         disc = PatchDiscriminator(loss).to(device).train()
         disc_opt = torch.optim.AdamW(disc.parameters(), lr=loss.disc_lr, betas=optim.betas)
-    return TrainState(net, opt, tokenizer_config, loss, optim, disc, disc_opt)
-
-
-def learning_rate(optim: OptimConfig, step: int, progress: float) -> float:
-    """lr at `step` with `progress` in [0, 1] of the run's budget done."""
-    return optim.lr * warmup_cosine(step, optim.warmup_steps, progress, optim.min_lr_ratio)
+    return TrainState(
+        optimizer=optimiser.build_optimizer(net, optim),
+        net=net,
+        tokenizer_config=tokenizer_config,
+        loss=loss,
+        optim=optim,
+        disc=disc,
+        disc_optimizer=disc_opt,
+    )
 
 
 def train_step(state: TrainState, frames: torch.Tensor, progress: float) -> dict[str, float]:
-    """One optimizer step on uint8 frames [B,H,W,3] (already on the net's device)."""
-    lr = learning_rate(state.optim, state.step, progress)
+    """One optimizer step on uint8 frames [B,H,W,3] (already on the net's device); `progress`
+    in [0, 1] is the share of the run's budget spent (the lr schedule follows it)."""
+    lr = state.optim.lr * optimiser.lr_factor(state.optim, state.step, progress)
     for group in state.optimizer.param_groups:
         group["lr"] = lr
     images = frames_to_images(frames)  # (B, 3, H, W)
@@ -99,8 +94,9 @@ def train_step(state: TrainState, frames: torch.Tensor, progress: float) -> dict
         metrics["gen_adv"] = float(adv.detach())
     state.optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    grad_norm = nn.utils.clip_grad_norm_(state.net.parameters(), state.optim.grad_clip)
-    state.optimizer.step()
+    grad_norm = optimiser.clip_and_step(
+        state.optimizer, state.net.parameters(), state.optim.grad_clip
+    )
     if use_gan:
         d_loss = discriminator_hinge_loss(state.disc, images, out.images)
         state.disc_optimizer.zero_grad(set_to_none=True)
@@ -112,7 +108,7 @@ def train_step(state: TrainState, frames: torch.Tensor, progress: float) -> dict
     mse = max(metrics["l2"], 1e-12)
     metrics.update(out.metrics)
     metrics.update(
-        loss=float(loss.detach()), psnr=10 * math.log10(4 / mse), lr=lr, grad_norm=float(grad_norm)
+        loss=float(loss.detach()), psnr=10 * math.log10(4 / mse), lr=lr, grad_norm=grad_norm
     )
     return metrics
 
@@ -134,8 +130,8 @@ def validation_psnr(net: nn.Module, frames: torch.Tensor, batch_size: int) -> fl
 
 def save(state: TrainState, url: str) -> str:
     """A tokenizer checkpoint at `url` plus trainer state to resume from; returns the fingerprint."""
-    fingerprint = checkpoint.save_net(
-        unwrap(state.net), checkpoint.config_dict(state.tokenizer_config), url
+    fingerprint = tokenizer_checkpoint.save_net(
+        unwrap(state.net), tokenizer_checkpoint.config_dict(state.tokenizer_config), url
     )
     trainer_state: dict[str, Any] = {
         "step": state.step,
@@ -152,7 +148,7 @@ def save(state: TrainState, url: str) -> str:
 
 def restore(state: TrainState, url: str) -> None:
     """Load weights, optimizer moments and counters saved by `save` into `state`."""
-    net, _, _ = checkpoint.load_net(url)
+    net, _, _ = tokenizer_checkpoint.load_net(url)
     unwrap(state.net).load_state_dict(net.state_dict())
     saved = checkpoint.load_state(url)
     state.optimizer.load_state_dict(saved["optimizer"])

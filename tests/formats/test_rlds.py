@@ -17,8 +17,7 @@ import pytest
 from hma import storage
 from hma.episodes import EpisodeError, load_registry
 from hma.errors import FormatError
-from hma.formats import get_format, rlds, tfrecord
-from hma.formats.base import load_row
+from hma.formats import get_format, load_row, rlds, tfrecord
 
 # A Language Table schema dataset (2 episodes x 3 steps, 4x6 PNG frames, no episode_metadata)
 # written by tensorflow_datasets 4.9.10 `GeneratorBasedBuilder.download_and_prepare()`:

@@ -12,8 +12,7 @@ import pytest
 
 from hma.episodes import load_registry
 from hma.errors import EpisodeError, FormatError
-from hma.formats import detect_format, mp4, video
-from hma.formats.base import load_row
+from hma.formats import detect_format, load_row, mp4, video
 
 MAX_MEAN_ABS_ERROR = 6.0
 REGISTRY = load_registry()

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
+from hma.cli.generate import configure_evaluate_policy, evaluate_policy_command
 from hma.envs import make_env
-from hma.generate.commands import configure_evaluate_policy, evaluate_policy_command
 from hma.generate.policy_eval import (
     PolicyEvalError,
     PolicySpec,

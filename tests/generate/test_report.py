@@ -16,10 +16,10 @@ import pytest
 from PIL import Image
 
 from hma import formats
+from hma.cli.generate import configure_report, report_command
 from hma.episodes import load_registry
 from hma.errors import HmaError
 from hma.formats.mp4 import probe
-from hma.generate.commands import configure_report, report_command
 from hma.generate.curves import group_curves, line_plot, read_scalars
 from hma.generate.report import (
     ReportConfig,
@@ -27,7 +27,7 @@ from hma.generate.report import (
     run_dir_of,
     side_by_side,
 )
-from tests.generate.conftest import source_episode
+from tests.helpers.generate import source_episode
 
 HORIZON = 5
 

@@ -10,7 +10,7 @@ import torch
 from hma.generate.simulator import Simulator, SimulatorConfig, SimulatorError
 from hma.generate.success import SuccessClassifier, SuccessConfig, SuccessNet
 from hma.generate.world_model import WorldModel
-from tests.generate.conftest import FRAME, source_episode
+from tests.helpers.generate import FRAME, source_episode
 
 DATASET = "robosuite_lift"  # stride 2, 7-D actions
 STRIDE, DIM = 2, 7
@@ -31,7 +31,7 @@ def steerable(tiny_checkpoint) -> WorldModel:
 
 
 def _prompt(batch: int, frames: int = 1) -> np.ndarray:
-    from hma.demo import moving_block_frames
+    from hma.envs.procedural import moving_block_frames
 
     return np.stack([moving_block_frames(frames, 64, seed=i) for i in range(batch)])
 

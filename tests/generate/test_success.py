@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from hma import formats
+from hma.cli.generate import configure_train_success, train_success_command
 from hma.episodes import Episode, load_registry
-from hma.generate.commands import configure_train_success, train_success_command
 from hma.generate.success import (
     SuccessClassifier,
     SuccessConfig,
@@ -19,7 +19,7 @@ from hma.generate.success import (
     label_episode,
     train_success,
 )
-from tests.generate.conftest import source_episode
+from tests.helpers.generate import source_episode
 
 DATASET = "robosuite_lift"
 STEPS = 16

@@ -13,21 +13,16 @@ import numpy as np
 import pytest
 
 from hma import storage
+from hma.cli import generate_main
 from hma.episodes import load_registry
 from hma.formats import get_format, list_refs, write_episodes
 from hma.generate import synthetic as syn
 from hma.generate.batch_runner import BatchRunner
-from hma.generate.synthesize import (
-    GenerateConfig,
-    GenerateError,
-    batches,
-    generate,
-    generate_main,
-    make_plan,
-)
+from hma.generate.config import GenerateConfig, GenerateError
+from hma.generate.synthesize import batches, generate, make_plan
 from hma.generate.world_model import WorldModel, WorldModelError
 from hma.stats import ActionStats
-from tests.generate.conftest import build_checkpoint, source_episode
+from tests.helpers.generate import build_checkpoint, source_episode
 
 N, MIX = 5, 2
 

@@ -1,38 +1,11 @@
-"""Tiny model configs and batches shared by the model tests."""
+"""Fixtures of the model tests: a fixed seed, one torch thread (builders: tests.helpers.model)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 
-from hma.model import Batch, ModelConfig, model_config
-from hma.model.conditioning import SPECS
-
-WIDTHS = {"arm": 6, "pusher": 4}  # two embodiments with different flat action widths
-CONDITIONINGS = list(SPECS)
-
-
-def tiny(**overrides) -> ModelConfig:
-    return model_config("tiny", datasets=dict(WIDTHS), **overrides)
-
-
-def random_batch(
-    config: ModelConfig, rows: int = 3, frames: int | None = None, seed: int = 0
-) -> Batch:
-    """Random vq tokens and normalised actions; rows alternate datasets, zero-padded actions."""
-    g = torch.Generator().manual_seed(seed)
-    t = frames or config.window
-    h, w = config.grid
-    names = [list(config.datasets)[i % len(config.datasets)] for i in range(rows)]
-    width = config.action_width
-    actions = torch.randn(rows, t, width, generator=g)
-    for i, name in enumerate(names):
-        actions[i, :, config.datasets[name] :] = 0
-    if config.token_kind == "vq":
-        tokens = torch.randint(0, config.vocab_size, (rows, t, h, w), generator=g)
-    else:
-        tokens = torch.randn(rows, t, config.latent_channels, h, w, generator=g)
-    return Batch(tokens, actions, names)
+from tests.helpers.threads import one_torch_thread
 
 
 @pytest.fixture(autouse=True)
@@ -42,8 +15,5 @@ def _seed():
 
 @pytest.fixture(autouse=True, scope="session")
 def _one_thread():
-    """Tiny models run fastest single-threaded, above all on a shared CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from hma.model import HMA, Batch, ModelConfig
-from tests.model.conftest import CONDITIONINGS, random_batch, tiny
+from tests.helpers.model import CONDITIONINGS, random_batch, tiny
 
 T_CUT = 1  # outputs of frames 0..T_CUT must not move when frames > T_CUT change
 

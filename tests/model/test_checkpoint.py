@@ -9,7 +9,7 @@ import torch
 
 from hma.model import HMA
 from hma.model.checkpoint import CheckpointError, load_model, load_weights, save_model
-from tests.model.conftest import random_batch, tiny
+from tests.helpers.model import random_batch, tiny
 
 
 def _same_outputs(a: HMA, b: HMA) -> None:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hma.model import HMA
-from tests.model.conftest import random_batch, tiny
+from tests.helpers.model import random_batch, tiny
 
 
 def test_mixed_batch_equals_rows_run_per_dataset():

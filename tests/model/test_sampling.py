@@ -12,7 +12,7 @@ from hma.model import HMA
 from hma.model.heads.maskgit import MaskGITHead, MaskGITHeadConfig, categorical
 from hma.model.sampling import unmasked_after
 from hma.stats import ActionStats
-from tests.model.conftest import random_batch, tiny
+from tests.helpers.model import random_batch, tiny
 
 
 def _spy_on_head(model) -> list[torch.Tensor]:

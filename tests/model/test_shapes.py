@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from hma.model import HMA, MODES
-from tests.model.conftest import CONDITIONINGS, random_batch, tiny
+from tests.helpers.model import CONDITIONINGS, random_batch, tiny
 
 
 @pytest.mark.parametrize("conditioning", CONDITIONINGS)

@@ -6,7 +6,7 @@ import torch
 
 from hma.model import HMA, Batch
 from hma.model.masking import sample_masks
-from tests.model.conftest import tiny
+from tests.helpers.model import tiny
 
 STEPS = 150
 FACTOR = 5.0  # the held-fixed-mask loss must fall at least this much

@@ -17,7 +17,18 @@ import pyarrow.parquet as pq
 import pytest
 import ray
 import yaml
-from tokenize_fixtures import (
+
+from hma import cli, storage
+from hma.cli.tokens import tokenize
+from hma.envs.procedural import procedural_episodes
+from hma.formats import write_episodes
+from hma.pipeline.cluster import loopback_environment
+from hma.pipeline.plan import UNKNOWN_DATASET
+from hma.pipeline.store import committed_units
+from hma.pipeline.store.reader import TokenStore
+from hma.pipeline.tokenize_job import TokenizeJobConfig, run_tokenize
+from hma.pipeline.tokenize_summary import RunCounts, TokenizeSummary
+from tests.helpers.tokenize_fixtures import (
     assert_store_matches,
     expected_content,
     save_tiny_tokenizer,
@@ -25,16 +36,6 @@ from tokenize_fixtures import (
     write_mixed_sources,
     write_video_source,
 )
-
-from hma import cli, storage
-from hma.demo import procedural_episodes
-from hma.formats import write_episodes
-from hma.pipeline.cluster import loopback_environment
-from hma.pipeline.plan import UNKNOWN_DATASET
-from hma.pipeline.store import committed_units
-from hma.pipeline.store_reader import TokenStore
-from hma.pipeline.tokenize_job import TokenizeJobConfig, cli_main, run_tokenize
-from hma.pipeline.tokenize_summary import RunCounts, TokenizeSummary
 
 FAST = {"episodes_per_unit": 2, "progress": False, "write_cpus": 0.25, "load_cpus": 0.5}
 
@@ -256,4 +257,4 @@ def test_cli_reports_a_config_error(tmp_path):
     spec.write_text("kind: tokenize\nsources: []\ntokenizer: x\nstore: y\n")
     assert cli.main(["tokenize", "--config", str(spec)]) == cli.EXIT_USAGE
     with pytest.raises(Exception, match="sources"):
-        cli_main(type("A", (), {"config": str(spec), "address": None})())
+        tokenize(type("A", (), {"config": str(spec), "address": None})())

@@ -14,14 +14,14 @@ import sys
 import textwrap
 
 import pytest
-from tokenize_fixtures import (
+
+from hma.pipeline.cluster import loopback_environment
+from tests.helpers.tokenize_fixtures import (
     assert_store_matches,
     expected_content,
     save_tiny_tokenizer,
     write_video_source,
 )
-
-from hma.pipeline.cluster import loopback_environment
 
 TIMEOUT_S = 240
 

@@ -8,11 +8,11 @@ import shutil
 from pathlib import Path
 
 import pytest
-from tokenize_fixtures import save_tiny_tokenizer, write_video_source
 
 from hma.pipeline.store import TokenizerInfo, committed_units
 from hma.pipeline.tokenize_job import TokenizeJobConfig, run_tokenize, tokenizer_info
 from hma.tokenize.checkpoint import WEIGHTS_FILE, CheckpointError, load_tokenizer
+from tests.helpers.tokenize_fixtures import save_tiny_tokenizer, write_video_source
 
 FRAME = (64, 64)
 FAST = {"episodes_per_unit": 2, "progress": False, "write_cpus": 0.25, "load_cpus": 0.5}

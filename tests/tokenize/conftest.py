@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from hma.demo import moving_block_frames
+from hma.envs.procedural import moving_block_frames
 from hma.tokenize.presets import fsq, kl
 
 SIZE = 32

@@ -12,10 +12,10 @@ import yaml
 from PIL import Image
 
 from hma import formats, storage
+from hma.checkpoint import STATE_JSON
 from hma.cli import main
-from hma.demo import moving_block_frames
+from hma.envs.procedural import moving_block_frames
 from hma.tokenize import load_tokenizer, trainer
-from hma.tokenize.checkpoint import STATE_JSON
 from hma.tokenize.losses import LossConfig
 from hma.tokenize.presets import fsq
 
@@ -27,7 +27,7 @@ def test_tiny_config_overfits_a_handful_of_frames(tiny_config):
     torch.manual_seed(0)
     frames = torch.from_numpy(moving_block_frames(8, 32, seed=1))
     state = trainer.make_state(
-        tiny_config, LossConfig(), trainer.OptimConfig(lr=5e-3, warmup_steps=10)
+        tiny_config, LossConfig(), trainer.TokenizerOptimConfig(lr=5e-3, warmup_steps=10)
     )
     before = trainer.validation_psnr(state.net, frames, batch_size=8)
     for i in range(OVERFIT_STEPS):
@@ -40,7 +40,7 @@ def test_resume_continues_exactly(tmp_path):
     """Weights, optimizer moments, discriminator and step survive a save/restore."""
     frames = torch.from_numpy(moving_block_frames(4, 32, seed=2))
     loss = LossConfig(adversarial_weight=0.1)
-    optim = trainer.OptimConfig(warmup_steps=2)
+    optim = trainer.TokenizerOptimConfig(warmup_steps=2)
     torch.manual_seed(0)
     first = trainer.make_state(fsq("tiny"), loss, optim)
     for _ in range(3):

@@ -17,13 +17,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from hma.demo import moving_block_frames
+from hma.envs.procedural import moving_block_frames
 from hma.model import HMA, Batch, model_config
-from hma.pipeline.pretrain_step import OptimConfig as PretrainOptim
-from hma.pipeline.pretrain_step import StepConfig, make_state, train_step
+from hma.pipeline.pretrain.step import StepConfig, make_state, train_step
 from hma.tokenize import trainer
 from hma.tokenize.losses import LossConfig
 from hma.tokenize.presets import fsq
+from hma.training.optim import OptimConfig
+from tests.helpers.threads import one_torch_thread
 
 GOLDEN = Path(__file__).resolve().parent.parent / "golden"
 UPDATE = os.environ.get("HMA_UPDATE_GOLDEN") == "1"
@@ -35,10 +36,8 @@ WIDTHS = {"arm": 6, "pusher": 4}
 
 @pytest.fixture(autouse=True)
 def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+    with one_torch_thread():
+        yield
 
 
 def _check(name: str, losses: list[float]) -> None:
@@ -75,7 +74,7 @@ def _windows(config, rows: int, seed: int) -> Batch:
 def test_world_model_golden_losses():
     torch.manual_seed(0)
     config = model_config("tiny", datasets=dict(WIDTHS))
-    optim = PretrainOptim(lr=3e-3, warmup_steps=3)
+    optim = OptimConfig(lr=3e-3, warmup_steps=3)
     state = make_state(HMA(config), optim, STEPS, "ddp", torch.device("cpu"))
     step = StepConfig(grad_accum=2, modes={"forward": 1.0, "full": 1.0})
     losses = []
@@ -89,7 +88,9 @@ def test_tokenizer_golden_losses():
     torch.manual_seed(0)
     frames = torch.from_numpy(moving_block_frames(8, 32, seed=1))
     state = trainer.make_state(
-        fsq("tiny"), LossConfig(adversarial_weight=0.1), trainer.OptimConfig(warmup_steps=3)
+        fsq("tiny"),
+        LossConfig(adversarial_weight=0.1),
+        trainer.TokenizerOptimConfig(warmup_steps=3),
     )
     losses = [trainer.train_step(state, frames, progress=i / STEPS)["loss"] for i in range(STEPS)]
     _check("tokenizer_fsq_tiny", losses)

@@ -28,7 +28,7 @@ from torch import nn
 
 from hma.config import StrictModel
 from hma.model.blocks import modulate
-from hma.model.heads import empty_loss
+from hma.model.heads.base import empty_loss
 
 
 class DiffusionHeadConfig(StrictModel):

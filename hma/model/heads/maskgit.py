@@ -16,7 +16,7 @@ from pydantic import Field
 from torch import nn
 
 from hma.config import StrictModel
-from hma.model.heads import empty_loss
+from hma.model.heads.base import empty_loss
 
 
 def categorical(probs: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:

@@ -1,0 +1,5 @@
+"""`python -m hma.demo` (what `make demo` runs)."""
+
+from hma.demo.run import main
+
+main()
