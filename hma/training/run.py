@@ -28,6 +28,7 @@ from pydantic import Field
 from hma import storage
 from hma.config import StorageURL, StrictModel
 from hma.training.progress import Console, ProgressPrinter, ProgressSink
+from hma.training.rendezvous import torch_config
 
 SECONDS_PER_MINUTE = 60.0
 
@@ -173,6 +174,7 @@ def fit(
             },
             scaling_config=scaling_config(config),
             run_config=run_config(config),
+            torch_config=torch_config(),
             **trainer_options,
         ).fit()
     return FitResult(result, progress.records, publish_tensorboard(config, logdir))

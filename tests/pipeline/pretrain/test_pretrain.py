@@ -20,6 +20,7 @@ from hma.model.checkpoint import load_model
 from hma.pipeline.pretrain.config import PretrainConfig
 from hma.pipeline.pretrain.driver import plan, run_pretrain
 from tests.helpers.pretrain_data import tiny_config, tokenizer_info, write_store
+from tests.helpers.sockets import ListenerWatch
 from tests.helpers.tokenize_fixtures import save_tiny_tokenizer
 
 
@@ -50,11 +51,13 @@ def reference(data, ray_cluster):
     """An uninterrupted 2-worker run of 6 steps, checkpoints at 3 and 6, validation at 3 and 6."""
     os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] = "0.1"
     config = _config(data, str(data["root"] / "runs"))
-    return config, run_pretrain(config, echo=False)
+    with ListenerWatch() as watch:
+        result = run_pretrain(config, echo=False)
+    return config, result, watch.new
 
 
 def test_two_workers_train_validate_and_checkpoint(reference, data):
-    config, result = reference
+    config, result, _ = reference
     losses = _losses(result)
     assert sorted(losses) == [1, 2, 3, 4, 5, 6]
     assert all(np.isfinite(v) for v in losses.values())
@@ -87,8 +90,18 @@ def test_two_workers_train_validate_and_checkpoint(reference, data):
     assert any("tfevents" in f for f in os.listdir(result.tensorboard_dir))
 
 
+def test_two_worker_rendezvous_listens_on_loopback_only(reference):
+    """The process group's store and gloo bind 127.0.0.1: nothing a run starts listens beyond."""
+    listeners = reference[2]
+    print("listeners opened during the 2-worker run:")
+    for ip, port, pid in sorted({(e.ip, e.port, e.pid) for e in listeners}):
+        print(f"  {ip}:{port}  pid {pid}")
+    assert any("RayTrainWorker" in e.process for e in listeners), "saw no training worker listen"
+    assert [e for e in listeners if not e.loopback] == []
+
+
 def test_resume_from_s3_continues_exactly(reference, data, s3_bucket):
-    _, ref = reference
+    _, ref, _ = reference
     config = _config(data, f"{s3_bucket}/runs", max_steps=3)
     first = run_pretrain(config, echo=False)
     assert first.checkpoint.startswith(f"{s3_bucket}/runs/{config.name}/checkpoint_")
@@ -155,7 +168,7 @@ def test_a_killed_worker_restarts_from_the_last_checkpoint(data):
 
 
 def test_a_checkpoint_of_another_tokenizer_is_refused(reference, data, tmp_path):
-    _, ref = reference
+    _, ref, _ = reference
     other = data["info"]
     other = type(other)(**{**other.__dict__, "fingerprint": "0" * 64})
     store = write_store(str(tmp_path / "other.zarr"), other, {"pusht": 2})
@@ -169,7 +182,7 @@ def test_a_checkpoint_of_another_tokenizer_is_refused(reference, data, tmp_path)
 
 
 def test_finetune_adds_a_new_dataset_and_can_freeze_the_trunk(reference, data):
-    _, ref = reference
+    _, ref, _ = reference
     config = PretrainConfig.model_validate(
         tiny_config(
             [data["extra"]],
