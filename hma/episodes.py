@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from typing import Any
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 from safetensors.numpy import load as load_tensors
 from safetensors.numpy import save as save_tensors
 
@@ -30,6 +31,7 @@ from hma.config import StrictModel, read_yaml, validate
 from hma.errors import EpisodeError
 
 SPLITS = ("train", "val")
+SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 REGISTRY_ENV = "HMA_REGISTRY"
 
 
@@ -171,6 +173,19 @@ def unchunk_actions(chunks: np.ndarray) -> np.ndarray:
 
 class Registry(StrictModel):
     datasets: dict[str, DatasetSpec]
+
+    @field_validator("datasets")
+    @classmethod
+    def _names(cls, value: dict[str, DatasetSpec]) -> dict[str, DatasetSpec]:
+        # names become file and directory names (RLDS shards, LeRobot paths, store groups)
+        for name, spec in value.items():
+            for what, text in (("dataset name", name), ("camera", spec.camera)):
+                if not SAFE_NAME.fullmatch(text) or ".." in text:
+                    raise ValueError(
+                        f"{what} {text!r} is not a safe name (letters, digits, '_', '-', '.'; "
+                        "starting with a letter or digit, no '..')"
+                    )
+        return value
 
     def get(self, name: str, episode_id: str = "") -> DatasetSpec:
         try:

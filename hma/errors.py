@@ -27,3 +27,7 @@ class EpisodeError(HmaError, ValueError):
 
 class FormatError(HmaError, ValueError):
     """A source on disk is not in the format expected, or is damaged; names the file."""
+
+
+class UnsafePathError(HmaError, ValueError):
+    """A path built from input (a dataset name, a file template) would leave its root directory."""

@@ -18,6 +18,8 @@ from typing import Any
 import fsspec
 from fsspec import AbstractFileSystem
 
+from hma.errors import UnsafePathError
+
 ENDPOINT_ENV = "AWS_ENDPOINT_URL"
 
 
@@ -58,6 +60,17 @@ def join(url: str, *parts: str) -> str:
     if is_remote(url):
         return posixpath.join(url, *parts)
     return os.path.join(url, *parts)
+
+
+def child(root: str, *parts: str) -> str:
+    """`parts` joined under `root`, refusing any result outside it: every writer (and reader of
+    paths a file names) builds paths from input this way, so a dataset name or template such as
+    `../../x` cannot reach beyond the destination."""
+    given = posixpath.join(*parts) if parts else "."
+    rel = posixpath.normpath(given)
+    if rel == ".." or rel.startswith("../") or posixpath.isabs(rel) or "://" in given:
+        raise UnsafePathError(f"{root}: {given!r} would leave this directory")
+    return join(root, rel)
 
 
 def basename(url: str) -> str:

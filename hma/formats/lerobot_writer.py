@@ -59,15 +59,15 @@ class _Staging:
         self.scratch = tempfile.mkdtemp(prefix="hma-lerobot-scratch-")
 
     def path(self, rel: str) -> str:
-        local = os.path.join(self.root, rel)
+        local = storage.child(self.root, rel)
         os.makedirs(os.path.dirname(local), exist_ok=True)
         return local
 
     def commit(self, rel: str) -> None:
         """The file `rel` is complete: upload it (remote) and drop the local copy."""
         if self.remote:
-            local = os.path.join(self.root, rel)
-            fs, path = storage.filesystem(storage.join(self.url, rel))
+            local = storage.child(self.root, rel)
+            fs, path = storage.filesystem(storage.child(self.url, rel))
             fs.put_file(local, path)
             os.remove(local)
 

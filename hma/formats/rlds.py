@@ -38,7 +38,7 @@ from PIL import Image
 
 from hma import storage
 from hma.episodes import Episode, Registry, load_registry, validate_episode
-from hma.errors import EpisodeError, FormatError
+from hma.errors import EpisodeError, FormatError, UnsafePathError
 from hma.formats import tfrecord
 from hma.formats.base import EpisodeRef, Listed, Unit, make_unit, ranges
 from hma.formats.tfds_features import Field, features_json, parse_features
@@ -153,7 +153,12 @@ def shards(url: str, dataset: str | None) -> tuple[str, str, list[Shard]]:
         lengths = [int(n) for n in split.get("shardLengths", [])]
         template = split.get("filepathTemplate") or FILE_TEMPLATE
         for i, length in enumerate(lengths):
-            shard = storage.join(root, _shard_name(template, name, split["name"], i, len(lengths)))
+            try:
+                shard = storage.child(
+                    root, _shard_name(template, name, split["name"], i, len(lengths))
+                )
+            except UnsafePathError as e:
+                raise FormatError(f"{info_url}: filepathTemplate {template!r}: {e}") from None
             out.append(Shard(shard, split["name"], length))
     return root, dataset, out
 
@@ -552,7 +557,9 @@ class _SplitWriter:
         fs, _ = storage.filesystem(self.root)
         for i, tmp in enumerate(self.tmp):
             final = _shard_name(FILE_TEMPLATE, self.name, self.split, i, len(self.tmp))
-            fs.mv(storage.filesystem(tmp)[1], storage.filesystem(storage.join(self.root, final))[1])
+            fs.mv(
+                storage.filesystem(tmp)[1], storage.filesystem(storage.child(self.root, final))[1]
+            )
         return {
             "filepathTemplate": FILE_TEMPLATE,
             "name": self.split,

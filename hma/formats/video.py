@@ -193,8 +193,8 @@ def write(
             validate_episode(ep, registry)
             stem = f"{count:06d}_{_safe(ep.episode_id)}"
             video, actions = f"videos/{stem}.mp4", f"actions/{stem}.parquet"
-            mp4.write_mp4(ep.frames, storage.join(url, video), ep.hz, encoding)
-            _write_actions(ep, storage.join(url, actions))
+            mp4.write_mp4(ep.frames, storage.child(url, video), ep.hz, encoding)
+            _write_actions(ep, storage.child(url, actions))
             line = {
                 "episode_id": ep.episode_id,
                 "dataset": ep.dataset,
