@@ -7,6 +7,8 @@ environment variables that Ray's child processes inherit, so they are set before
   it to the machine's network address and binds every interface even when 127.0.0.1 is passed.
 - RAY_AUTH_MODE=disabled: otherwise the first `ray.init` writes ~/.ray/auth_token and a later
   `ray job submit` fails unless client and cluster agree.
+A local cluster's processes end with the process that started it, however it ends
+(hma.pipeline.reaper).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import os
 from dataclasses import dataclass
 
 import ray
+
+from hma.pipeline import reaper
 
 LOOPBACK = "127.0.0.1"
 ADDRESS_ENV = "RAY_ADDRESS"
@@ -79,6 +83,7 @@ def start_local(config: LocalClusterConfig) -> str:
         configure_logging=False,
         log_to_driver=False,
     )
+    reaper.start(os.getpid())
     return ray.get_runtime_context().gcs_address
 
 
