@@ -11,6 +11,7 @@ start time, so a reused pid is never touched.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import time
@@ -48,25 +49,19 @@ def watch(driver_pid: int) -> None:
     me = psutil.Process().pid
     seen: dict[tuple[int, float], psutil.Process] = {}
     while _alive(driver):
-        try:
+        with contextlib.suppress(psutil.Error):  # the driver may die while we look
             for child in driver.children(recursive=True):
                 if child.pid != me:
                     seen.setdefault((child.pid, child.create_time()), child)
-        except psutil.Error:
-            pass  # the driver died while we looked
         time.sleep(POLL_SECONDS)
     survivors = [p for p in seen.values() if _alive(p)]  # is_running() checks the start time
     for process in survivors:
-        try:
+        with contextlib.suppress(psutil.Error):
             process.terminate()
-        except psutil.Error:
-            pass
     _, still = psutil.wait_procs(survivors, timeout=GRACE_SECONDS)
     for process in still:
-        try:
+        with contextlib.suppress(psutil.Error):
             process.kill()
-        except psutil.Error:
-            pass
 
 
 if __name__ == "__main__":
