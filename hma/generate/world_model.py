@@ -87,7 +87,13 @@ class WorldModel:
                 f"tokenizer mismatch: the checkpoint {url} was trained on tokens of tokenizer "
                 f"{recorded.get('fingerprint')}, but {tok_url} has fingerprint {tok.fingerprint}"
             )
-        model = ckpt.load_model(ckpt.model_url(url), device=device)
+        model = ckpt.load_model(ckpt.model_url(url), device=device)  # verifies its fingerprint
+        expected = meta.get("model_fingerprint")
+        if expected and expected != ckpt.read_fingerprint(ckpt.model_url(url)):
+            raise WorldModelError(
+                f"{ckpt.model_url(url)}: the model's fingerprint differs from the one "
+                f"{ckpt.META_FILE} records ({expected[:12]}): the model directory was replaced"
+            )
         missing = sorted(set(model.config.datasets) - set(meta.get("datasets", {})))
         if missing:
             raise WorldModelError(f"{url}: pretrain.json lacks the records of datasets {missing}")

@@ -3,7 +3,8 @@
 A model directory: the weights and the ModelConfig, all `load_model` needs.
 
     <model>/model.safetensors   every tensor of the model's state dict (no code, no pickle)
-    <model>/config.json         {"format": "hma-model", "version", "config": ModelConfig fields}
+    <model>/config.json         {"format": "hma-model", "version", "config": ModelConfig fields,
+                                 "fingerprint": sha256 of config and weights}
 
 A pretraining checkpoint, what `hma pretrain` writes and generation loads: a model directory plus
 what the model's tokens and actions mean, and the state to resume training exactly.
@@ -16,13 +17,15 @@ what the model's tokens and actions mean, and the state to resume training exact
                                         dataset its registry entry, stride, action_dim, action
                                         stats and mixing weight, and the run's config
 
-Loading rebuilds the model from its config and refuses any tensor whose name, shape or dtype
-differs. A pretraining checkpoint used with a token store of another tokenizer is refused, naming
+Loading checks the weights against the recorded fingerprint (flipped or swapped bytes are refused,
+naming the file), rebuilds the model from its config and refuses any tensor whose name, shape or
+dtype differs. A model directory written before fingerprints were recorded loads with a warning. A pretraining checkpoint used with a token store of another tokenizer is refused, naming
 both fingerprints: the model's codes would mean nothing for another tokenizer's tokens.
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import torch
@@ -41,29 +44,46 @@ RUN_FORMAT = "hma-pretrain"
 RUN_VERSION = 1
 META_FILE = "pretrain.json"
 MODEL_DIR = "model"
+FINGERPRINT_KEY = "fingerprint"
+log = logging.getLogger(__name__)
 
 
-def save_model(model: HMA, url: str) -> None:
-    """Write `model`'s weights and config to directory `url`."""
-    save_model_state(model.state_dict(), model.config.model_dump(mode="json"), url)
+def save_model(model: HMA, url: str) -> str:
+    """Write `model`'s weights and config to directory `url`; returns the fingerprint."""
+    return save_model_state(model.state_dict(), model.config.model_dump(mode="json"), url)
 
 
-def save_model_state(state: dict[str, torch.Tensor], config: dict[str, Any], url: str) -> None:
+def save_model_state(state: dict[str, torch.Tensor], config: dict[str, Any], url: str) -> str:
     """save_model from a state dict and a JSON config (under FSDP2 the full weights exist only
-    as a gathered state dict, not as a module)."""
+    as a gathered state dict, not as a module); returns the fingerprint."""
     storage.makedirs(url)
-    checkpoint.write_tensors(storage.join(url, WEIGHTS_FILE), state, {"format": FORMAT})
-    checkpoint.write_record(storage.join(url, CONFIG_FILE), FORMAT, VERSION, {"config": config})
+    tensors = checkpoint.cpu_tensors(state)
+    fingerprint = checkpoint.fingerprint_of(config, iter(tensors.items()))
+    metadata = {"format": FORMAT, FINGERPRINT_KEY: fingerprint}
+    checkpoint.write_tensors(storage.join(url, WEIGHTS_FILE), tensors, metadata)
+    record = {"config": config, FINGERPRINT_KEY: fingerprint}
+    checkpoint.write_record(storage.join(url, CONFIG_FILE), FORMAT, VERSION, record)
+    return fingerprint
+
+
+def _record(url: str) -> dict[str, Any]:
+    path = storage.join(url, CONFIG_FILE)
+    return checkpoint.read_record(path, FORMAT, VERSION, "missing; not an HMA model checkpoint")
 
 
 def read_config(url: str) -> ModelConfig:
     """The ModelConfig recorded in the checkpoint at `url`."""
-    path = storage.join(url, CONFIG_FILE)
-    record = checkpoint.read_record(path, FORMAT, VERSION, "missing; not an HMA model checkpoint")
     try:
-        return ModelConfig(**record.get("config", {}))
+        return ModelConfig(**_record(url).get("config", {}))
     except ValidationError as e:
-        raise CheckpointError(f"{path}: invalid model config: {e}") from None
+        raise CheckpointError(
+            f"{storage.join(url, CONFIG_FILE)}: invalid model config: {e}"
+        ) from None
+
+
+def read_fingerprint(url: str) -> str:
+    """The fingerprint recorded for the model directory at `url` ("" if it predates them)."""
+    return str(_record(url).get(FINGERPRINT_KEY, ""))
 
 
 def load_model(url: str, device: str | torch.device = "cpu") -> HMA:
@@ -74,17 +94,36 @@ def load_model(url: str, device: str | torch.device = "cpu") -> HMA:
 
 
 def read_weights(url: str) -> dict[str, torch.Tensor]:
-    """The tensors of the model directory at `url`."""
-    return checkpoint.read_tensors(storage.join(url, WEIGHTS_FILE))
+    """The tensors of the model directory at `url`, verified against its recorded fingerprint."""
+    tensors = checkpoint.read_tensors(storage.join(url, WEIGHTS_FILE))
+    _verify(url, tensors)
+    return tensors
 
 
 def load_weights(model: HMA, url: str, strict: bool = True) -> None:
     """Load the weights at `url` into `model`. strict=False allows tensors missing from the
     file (e.g. the stem/head of a dataset added after pre-training), never a shape mismatch."""
-    tensors = read_weights(url)
     path = storage.join(url, WEIGHTS_FILE)
+    tensors = checkpoint.read_tensors(path)
+    # names and shapes first: they say what a hand-edited config broke, the fingerprint only that
     checkpoint.check_tensors(model.state_dict(), tensors, path, "the model", strict=strict)
+    _verify(url, tensors)
     model.load_state_dict(tensors, strict=strict)
+
+
+def _verify(url: str, tensors: dict[str, torch.Tensor]) -> None:
+    record = _record(url)
+    recorded = record.get(FINGERPRINT_KEY)
+    if not recorded:
+        log.warning("%s: no fingerprint recorded (an older checkpoint); weights not verified", url)
+        return
+    got = checkpoint.fingerprint_of(record.get("config", {}), iter(tensors.items()))
+    if got != recorded:
+        raise CheckpointError(
+            f"{storage.join(url, WEIGHTS_FILE)}: weights do not match the fingerprint recorded in "
+            f"{CONFIG_FILE} ({recorded[:12]} != {got[:12]}): the file was modified or comes from "
+            "another checkpoint"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -103,10 +142,12 @@ def save_run(
     trainer_state: dict[str, Any],
     meta: dict[str, Any],
 ) -> None:
-    """Write a pretraining checkpoint; `meta` (JSON) goes last, into pretrain.json."""
-    save_model_state(weights, model_config, model_url(url))
+    """Write a pretraining checkpoint; `meta` (JSON), with the model's fingerprint added, goes
+    last, into pretrain.json."""
+    fingerprint = save_model_state(weights, model_config, model_url(url))
     checkpoint.save_state(url, trainer_state)
-    checkpoint.write_record(storage.join(url, META_FILE), RUN_FORMAT, RUN_VERSION, meta)
+    record = {**meta, "model_fingerprint": fingerprint}
+    checkpoint.write_record(storage.join(url, META_FILE), RUN_FORMAT, RUN_VERSION, record)
 
 
 def read_meta(url: str) -> dict[str, Any]:
