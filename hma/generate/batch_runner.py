@@ -45,14 +45,16 @@ class BatchRunner:
 
     def run(self, job: dict[str, Any]) -> dict[str, Any]:
         from hma.episodes import chunk_actions, keep_frames
-        from hma.formats import get_format
         from hma.frames import resize
 
         c, wm, start = self.config, self.wm, time.perf_counter()
         attempt, members = job["attempt"], job["members"]
         rows, results = [], []
         for m in members:
-            ep = get_format(m["prompt"]["format"]).load(m["prompt"])
+            ep, reason = syn.load_valid(m["prompt"], self.registry)
+            if ep is None:
+                results.append(self._reject(m, attempt, f"prompt episode: {reason}"))
+                continue
             stride = wm.stride(ep.dataset)
             kept = ep.frames[keep_frames(len(ep), stride)]
             chunks = chunk_actions(ep.actions, stride)  # [F,s,A]

@@ -6,7 +6,7 @@ config and plan and roll out their batches; neither imports the other's module f
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -73,6 +73,7 @@ class Plan:
     valid: set[int]  # synthetic indices in the valid split
     run: dict[str, Any]  # what the staging dir records (resume must match)
     provenance: syn.Provenance
+    skipped_real: list[dict[str, str]] = field(default_factory=list)  # invalid, not copied
 
     def prompt(self, index: int, attempt: int) -> dict[str, Any]:
         """Episode i's prompt at this attempt: a seeded permutation of the train split per

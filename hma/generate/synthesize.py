@@ -46,6 +46,7 @@ class GenerateReport:
     frames_decoded: int  # kept frames decoded this run (staged episodes from earlier excluded)
     resumed: int  # synthetic episodes found staged from an interrupted run
     splits: dict[str, int] = field(default_factory=dict)
+    skipped_real: list[dict[str, str]] = field(default_factory=list)  # invalid, not copied
 
     def lines(self) -> list[str]:
         minutes = max(self.seconds, 1e-9) / 60
@@ -58,6 +59,8 @@ class GenerateReport:
             f"{self.frames_decoded / max(self.rollout_seconds, 1e-9):.1f} frames/s per worker "
             f"(load, rollout, decode, checks, staging); {self.resumed} resumed from staging",
         ]
+        for r in self.skipped_real:
+            out.append(f"  skipped real episode {r['episode_id']}: {r['reason']}")
         for r in self.rejected:
             out.append(
                 f"  rejected synthetic #{r['index']} attempt {r['attempt']} (prompt "
@@ -99,15 +102,7 @@ def make_plan(config: GenerateConfig, wm: Any) -> Plan:
         )
     if config.n and not train:
         raise GenerateError(f"{config.source}: no train episodes to prompt the model with")
-    first = get_format(fmt).load(train[0]) if train else None
-    if first is not None and first.actions.shape[1] != int(record["action_dim"]):
-        raise GenerateError(
-            f"dataset mismatch: {config.source} episode {first.episode_id!r} has "
-            f"{first.actions.shape[1]}-D actions, the checkpoint's {name!r} has "
-            f"{record['action_dim']}-D"
-        )
-    rng = np.random.default_rng([config.seed, 0])
-    picked = sorted(rng.choice(len(train), size=config.mix, replace=False).tolist())
+    real, skipped = pick_real(config, train, load_registry())
     n_valid = round(config.valid_fraction * config.n)
     valid = set(np.random.default_rng([config.seed, 2]).permutation(config.n)[:n_valid].tolist())
     provenance = syn.Provenance(
@@ -122,7 +117,30 @@ def make_plan(config: GenerateConfig, wm: Any) -> Plan:
     )
     decisive = config.model_dump(exclude={"workers", "device", "cpus_per_worker", "torch_threads"})
     run = {**decisive, "checkpoint_fingerprint": wm.fingerprint, "format": fmt, "dataset": name}
-    return Plan(fmt, name, train, [train[i] for i in picked], config.seed, valid, run, provenance)
+    return Plan(fmt, name, train, real, config.seed, valid, run, provenance, skipped)
+
+
+def pick_real(
+    config: GenerateConfig, train: list[dict[str, Any]], registry: Any
+) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
+    """`mix` valid train episodes in a seeded order (source order in the result); each episode
+    that fails to load or validate is skipped, with its reason, and the next one taken."""
+    order = np.random.default_rng([config.seed, 0]).permutation(len(train))
+    picked, skipped = [], []
+    for i in order:
+        if len(picked) == config.mix:
+            break
+        _, reason = syn.load_valid(train[int(i)], registry)
+        if reason:
+            skipped.append({"episode_id": str(train[int(i)]["episode_id"]), "reason": reason})
+        else:
+            picked.append(int(i))
+    if len(picked) < config.mix:
+        raise GenerateError(
+            f"{config.source}: --mix {config.mix} but only {len(picked)} train episodes are valid "
+            f"({len(skipped)} skipped, first: {skipped[0]['reason'] if skipped else '-'})"
+        )
+    return [train[i] for i in sorted(picked)], skipped
 
 
 def batches(config: GenerateConfig, plan: Plan, accepted: dict, rejected: list) -> list[dict]:
@@ -249,4 +267,5 @@ def generate(
         frames_decoded=decoded,
         resumed=resumed,
         splits=splits,
+        skipped_real=plan.skipped_real,
     )

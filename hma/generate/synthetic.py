@@ -54,6 +54,21 @@ class Provenance:
         return {"synthetic": True, "generator": "hma-generate", **self.__dict__, **row}
 
 
+def load_valid(ref: dict[str, Any], registry: Registry) -> tuple[Episode | None, str]:
+    """(episode, "") if the episode `ref` names loads and passes validation, else (None, the
+    reason, naming the episode): a bad real episode is never copied or used as a prompt."""
+    from hma.formats import get_format
+
+    try:
+        episode = get_format(ref["format"]).load(ref)
+        validate_episode(episode, registry)
+    except HmaError as e:
+        return None, str(e)
+    except (OSError, ValueError) as e:
+        return None, f"episode {ref.get('episode_id')!r}: {type(e).__name__}: {e}"
+    return episode, ""
+
+
 def build_episode(
     real: Episode,
     episode_id: str,
