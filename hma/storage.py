@@ -97,6 +97,15 @@ def open_file(url: str, mode: str = "rb"):
     return fsspec.open(url, mode, **storage_options(url))
 
 
+def read_fresh(url: str) -> bytes:
+    """The whole file at `url`, read past this process's cached listings: for files another
+    process (a Ray worker) wrote after this one last listed their directory (s3fs answers
+    "not found" from a stale listing otherwise)."""
+    fs, path = filesystem(url)
+    fs.invalidate_cache(posixpath.dirname(path.rstrip("/")))
+    return fs.cat_file(path)
+
+
 def read_json(url: str, error: type[Exception], missing: str) -> Any:
     """The JSON document at `url`; a missing or damaged file raises `error` naming it."""
     try:

@@ -198,8 +198,10 @@ def save_staged(root: str, index: int, attempt: int, ep: Episode) -> dict[str, A
 
 
 def load_staged(root: str, record: dict[str, Any]) -> Episode:
-    with storage.open_file(storage.join(root, f"{episode_name(record['index'])}.safetensors")) as f:
-        arrays = load_arrays(f.read())
+    # staged by Ray actors since this process listed the directory
+    arrays = load_arrays(
+        storage.read_fresh(storage.join(root, f"{episode_name(record['index'])}.safetensors"))
+    )
     return Episode(
         dataset=record["dataset"],
         episode_id=record["episode_id"],

@@ -68,3 +68,14 @@ def test_bad_prompt_episodes_are_rejected_by_name_and_the_run_goes_on(checkpoint
     for episode_id, reason in prompts.items():
         assert episode_id.endswith(("real-1", "real-3")) and "prompt episode" in reason
     assert report.synthetic == 6 and report.missing == []
+
+
+def test_an_s3_destination_with_ray_workers_works_on_the_first_run(
+    checkpoint, source, s3_bucket, ray_cluster
+):
+    """Actors stage episodes on S3 after the driver listed the staging prefix; the driver's
+    final read must not trust its cached listing (it said "not found" for a file that exists)."""
+    out = f"{s3_bucket}/mixed.hdf5"
+    report = generate(_config(checkpoint, source, out, n=2, mix=1, workers=1), echo=False)
+    assert (report.real, report.synthetic, report.missing) == (1, 2, [])
+    assert len(list(iter_episodes(out))) == 3
