@@ -125,6 +125,39 @@ def write_png(image: Any, url: str) -> None:
         Image.fromarray(image).save(f, format="PNG")
 
 
+INCOMPLETE = ".incomplete"  # suffix of a local destination being written
+
+
+@contextmanager
+def staged_destination(url: str) -> Iterator[str]:
+    """Where to write a new dataset (a file or a directory) that must appear at `url` whole or
+    not at all. Locally: a hidden sibling, renamed onto `url` when the block ends without error
+    and removed when it fails; one left by a killed run is cleared by the next. On an object
+    store: `url` itself (a single-file upload appears whole on PUT; a directory cannot be
+    renamed there, so readers rely on the format's own last-written file)."""
+    if is_remote(url):
+        yield url
+        return
+    final = os.path.abspath(local_path(url.rstrip("/")))
+    name = os.path.basename(final)
+    # the same base name inside a hidden sibling: writers may read it (an RLDS version directory)
+    holder = os.path.join(os.path.dirname(final), f".{name}{INCOMPLETE}")
+    _remove_local(holder)
+    os.makedirs(holder)
+    try:
+        yield os.path.join(holder, name)
+        os.replace(os.path.join(holder, name), final)  # callers refuse existing destinations
+    finally:
+        _remove_local(holder)
+
+
+def _remove_local(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif os.path.lexists(path):
+        os.remove(path)
+
+
 @contextmanager
 def local_copy_for_writing(url: str, suffix: str = "") -> Iterator[str]:
     """A local path to write a file that libraries can only write locally (HDF5), uploaded on exit.

@@ -93,7 +93,7 @@ def formats_convert(args: argparse.Namespace) -> int:
     cluster.connect(args.address)
     summary = convert(args.src, args.dst, args.to, args.src_format, args.dataset, registry)
     print("\n".join(summary.lines()))
-    if not summary.conserved or (args.strict and summary.rejected):
+    if not summary.conserved or not summary.written or (args.strict and summary.rejected):
         return EXIT_INCOMPLETE
     return EXIT_OK
 

@@ -94,8 +94,16 @@ def read_episodes(
 def write_episodes(
     episodes: Iterable[Episode], url: str, fmt: str, registry: Registry | None = None
 ) -> int:
-    """Write episodes to a new dataset at `url` in format `fmt`; returns the number written."""
-    return get_format(fmt).write(episodes, url, registry or load_registry())
+    """Write episodes to a new dataset at `url` in format `fmt`; returns the number written.
+    Locally the dataset appears at `url` only once complete (storage.staged_destination): a
+    failed or killed write leaves nothing there, so it never blocks a re-run."""
+    from hma import storage
+
+    if storage.exists(url):
+        raise FormatError(f"{url}: destination exists; choose a new path")
+    writer = get_format(fmt)
+    with storage.staged_destination(url) as staging:
+        return writer.write(episodes, staging, registry or load_registry())
 
 
 def load_row(ref: EpisodeRef, registry: Registry) -> dict[str, Any]:

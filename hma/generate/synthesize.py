@@ -189,7 +189,7 @@ def generate(
     from tqdm import tqdm
 
     from hma.episodes import load_registry
-    from hma.formats import get_format
+    from hma.formats import get_format, write_episodes
     from hma.generate.batch_runner import Executor
     from hma.generate.world_model import WorldModel
     from hma.stats import ActionStats
@@ -247,7 +247,7 @@ def generate(
         for i in sorted(accepted):
             yield syn.load_staged(root, accepted[i])
 
-    reader.write(episodes(), config.out, load_registry())
+    write_episodes(episodes(), config.out, plan.fmt, load_registry())
     fs, path = storage.filesystem(root)
     fs.rm(path, recursive=True)
     splits: dict[str, int] = {}

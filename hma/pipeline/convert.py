@@ -9,6 +9,7 @@ reason in a JSONL file next to the destination; every input is accounted for.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -74,8 +75,12 @@ def convert(
             else:
                 yield Episode.from_row(row)
 
+    good = good_episodes()
     try:
-        summary.written = formats.write_episodes(good_episodes(), dst, to, registry)
+        first = next(good, None)  # reads (and accounts for) rows until a good one
+        if first is not None:  # else nothing to write: no destination, the summary says why
+            episodes = itertools.chain([first], good)
+            summary.written = formats.write_episodes(episodes, dst, to, registry)
     finally:
         # even when the writer fails: the reasons collected so far are what the user needs
         if summary.rejected:
