@@ -30,6 +30,16 @@ def storage_options(url: str) -> dict[str, Any]:
     return {}
 
 
+def unreachable(error: BaseException) -> bool:
+    """True for an error that says the object store's endpoint could not be reached (a wrong
+    AWS_ENDPOINT_URL, no network): the user's setting to fix, not a bug to trace."""
+    try:
+        from botocore.exceptions import ConnectionError as BotoConnectionError
+    except ImportError:  # no S3 support installed: nothing of ours raised it
+        return False
+    return isinstance(error, BotoConnectionError)
+
+
 def filesystem(url: str) -> tuple[AbstractFileSystem, str]:
     """The filesystem holding `url` and the path of `url` within it."""
     fs, path = fsspec.core.url_to_fs(url, **storage_options(url))

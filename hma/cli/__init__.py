@@ -15,6 +15,7 @@ traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -42,10 +43,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run(handler: Handler, args: argparse.Namespace, prog: str) -> int:
     """Run a command handler; a user error becomes one `prog: error:` line and exit 2."""
+    from hma import storage
+
     try:
         return handler(args)
     except HmaError as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except Exception as e:
+        if not storage.unreachable(e):
+            raise
+        hint = f" (${storage.ENDPOINT_ENV} is {os.environ.get(storage.ENDPOINT_ENV, 'unset')})"
+        print(f"{prog}: error: cannot reach the object store: {e}{hint}", file=sys.stderr)
         return EXIT_USAGE
 
 

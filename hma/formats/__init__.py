@@ -52,7 +52,14 @@ def detect_format(url: str) -> str:
 
 
 def list_refs(url: str, fmt: str | None = None, dataset: str | None = None) -> list[EpisodeRef]:
-    return get_format(fmt or detect_format(url)).list_refs(url, dataset)
+    """The refs of every episode at `url`. A path of the wrong kind for `fmt` (a file where the
+    format keeps a directory, or the reverse) is a FormatError naming it."""
+    name = fmt or detect_format(url)
+    try:
+        return get_format(name).list_refs(url, dataset)
+    except (NotADirectoryError, IsADirectoryError) as e:
+        kind = "a file" if isinstance(e, NotADirectoryError) else "a directory"
+        raise FormatError(f"{url}: is {kind}, not a {name} source ({e.strerror})") from None
 
 
 def iter_episodes(
@@ -61,7 +68,7 @@ def iter_episodes(
     """Episodes of one source, one at a time in this process (no Ray)."""
     name = fmt or detect_format(url)
     reader = get_format(name)
-    for ref in reader.list_refs(url, dataset):
+    for ref in list_refs(url, name, dataset):
         yield reader.load(ref)
 
 

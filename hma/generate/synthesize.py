@@ -78,12 +78,12 @@ class GenerateReport:
 def make_plan(config: GenerateConfig, wm: Any) -> Plan:
     """Check checkpoint, tokenizer and dataset against each other; pick episodes by seed."""
     from hma.episodes import load_registry
-    from hma.formats import detect_format, get_format
+    from hma.formats import detect_format, list_refs
 
     if storage.exists(config.out):
         raise GenerateError(f"{config.out}: destination exists; choose a new path")
     fmt = config.format or detect_format(config.source)
-    refs = get_format(fmt).list_refs(config.source, config.dataset_name)
+    refs = list_refs(config.source, fmt, config.dataset_name)
     if not refs:
         raise GenerateError(f"{config.source}: no episodes")
     name = refs[0]["dataset"]

@@ -36,6 +36,18 @@ class Source(StrictModel):
     dataset: str | None = Field(default=None, description="registry name, if the source lacks it")
 
 
+def unique_sources(sources: Iterable[Source]) -> tuple[list[Source], list[Source]]:
+    """(sources in order with repeats left out, the repeats): a source listed twice is read
+    once; it would otherwise be stored twice."""
+    seen: set[tuple[str, str | None, str | None]] = set()
+    unique, repeats = [], []
+    for source in sources:
+        key = (source.url.rstrip("/"), source.format, source.dataset)
+        (repeats if key in seen else unique).append(source)
+        seen.add(key)
+    return unique, repeats
+
+
 def plan_units(sources: Iterable[Source], episodes_per_unit: int) -> Iterator[Unit]:
     """Units of every source, in source order."""
     if episodes_per_unit < 1:
@@ -53,6 +65,9 @@ def _plan_source(source: Source, n: int) -> Iterator[Unit]:
         yield from formats.get_format(fmt).plan_units(source.url, source.dataset, n)
     except FormatError as e:
         yield make_unit(fmt or "unknown", source.url, source.dataset, 1, {"error": str(e)})
+    except (NotADirectoryError, IsADirectoryError) as e:  # a file where a directory belongs
+        reason = f"{source.url}: not a {fmt} source ({e.strerror})"
+        yield make_unit(fmt or "unknown", source.url, source.dataset, 1, {"error": reason})
 
 
 def list_unit(unit: Unit) -> list[Listed]:

@@ -17,18 +17,18 @@ import json
 import math
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import pyarrow as pa
 import ray
 from pydantic import Field
 
-from hma import storage
 from hma.config import StorageURL, StrictModel, load_config
 from hma.episodes import Registry, extend_registry
+from hma.errors import ConfigError
 from hma.pipeline import cluster, store
-from hma.pipeline.plan import Source, plan_units
+from hma.pipeline.plan import Source, plan_units, unique_sources
 from hma.pipeline.tokenize_stages import EMPTY_UNIT, TokenizeActor, load_unit, write_unit
 from hma.pipeline.tokenize_summary import TokenizeSummary
 from hma.tokenize import checkpoint, cosmos
@@ -76,24 +76,18 @@ def load_job_config(url: str) -> TokenizeJobConfig:
 
 
 def tokenizer_info(url: str, frame_size: tuple[int, int]) -> store.TokenizerInfo:
-    """What the store records about the tokenizer at `url`, read from the checkpoint's metadata
-    (config.json and the weights file's header) without building the model: the driver does not
-    run it, and the actors that do check the weights against this fingerprint when they load."""
+    """What the store records about the tokenizer at `url`. The driver verifies the weights
+    against the recorded fingerprint (without building the model) before anything starts, so a
+    damaged checkpoint is one error naming the file, not a failing actor; the actors check again
+    when they load."""
     if cosmos.is_cosmos_dir(url):  # TorchScript files: nothing to read short of loading them
         tokenizer = checkpoint.load_tokenizer(url)
         return store.TokenizerInfo.from_tokenizer(tokenizer, url, frame_size)
-    root = checkpoint.resolve(url)
-    config, fingerprint = checkpoint.read_config(root)
-    weights = storage.join(root, checkpoint.WEIGHTS_FILE)
-    if checkpoint.weights_fingerprint(weights) != fingerprint:
-        raise checkpoint.CheckpointError(
-            f"{weights}: its header's fingerprint differs from the one recorded in "
-            f"{checkpoint.CONFIG_FILE}: the weights come from another checkpoint"
-        )
+    config, fingerprint = checkpoint.verify_weights(checkpoint.resolve(url))
     height, width = (int(v) for v in frame_size)
     downsample = config.backbone.downsample
     if height % downsample or width % downsample:
-        raise ValueError(
+        raise ConfigError(
             f"frame size {height}x{width} is not a multiple of the tokenizer's "
             f"downsampling factor {downsample}"
         )
@@ -121,6 +115,7 @@ class Plan:
     table: pa.Table
     episodes: int  # planned episodes (video: manifest lines) in the units to do
     skipped: int  # units already committed
+    repeated_sources: list[str] = field(default_factory=list)  # listed twice, read once
 
     @property
     def units(self) -> int:
@@ -138,7 +133,8 @@ def build_plan(config: TokenizeJobConfig, committed: set[str]) -> Plan:
     chunks: list[pa.Array] = []
     pending: list[str] = []
     episodes = skipped = 0
-    for unit in plan_units(config.sources, config.episodes_per_unit):
+    sources, repeats = unique_sources(config.sources)
+    for unit in plan_units(sources, config.episodes_per_unit):
         if unit["unit"] in committed:
             skipped += 1
             continue
@@ -149,7 +145,8 @@ def build_plan(config: TokenizeJobConfig, committed: set[str]) -> Plan:
             pending = []
     chunks.append(pa.array(pending, pa.large_string()))
     table = pa.table({"unit": pa.chunked_array(chunks, pa.large_string())})
-    return Plan(table=table, episodes=episodes, skipped=skipped)
+    repeated = [s.url for s in repeats]
+    return Plan(table=table, episodes=episodes, skipped=skipped, repeated_sources=repeated)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,6 +212,7 @@ def run_tokenize(config: TokenizeJobConfig, address: str | None = None) -> Token
     summary.lap("setup")
     plan = build_plan(config, store.committed_units(config.store))
     summary.units_planned, summary.units_skipped = plan.units, plan.skipped
+    summary.repeated_sources = plan.repeated_sources
     summary.lap("plan")
     if plan.units:
         cluster.connect(address)
@@ -269,12 +267,23 @@ class UnitWriters:
         self.rows: dict[str, dict[int, dict[str, Any]]] = {}
         self.submitted: set[str] = set()
         self.running: dict[ray.ObjectRef, str] = {}
+        # (dataset, episode_id) hashes of the episodes stored or on their way: a second copy
+        # (the same episode in two sources) is quarantined, never stored twice
+        self.episodes = {hash(key) for key in store.committed_episodes(config.store)}
 
     def add(self, row: dict[str, Any]) -> None:
         unit, index = str(row["unit"]), int(row["index"])
         if unit in self.submitted or index in self.rows.get(unit, {}):
             self.summary.duplicates += 1  # a retried upstream task sent this row again
             return
+        if index != EMPTY_UNIT and not row["reason"]:
+            key = hash((str(row["dataset"]), str(row["episode_id"])))
+            if key in self.episodes:
+                row["reason"] = (
+                    f"duplicate episode: dataset {row['dataset']!r} already holds episode "
+                    f"{row['episode_id']!r} (from another source or unit of this store)"
+                )
+            self.episodes.add(key)
         self.summary.count_row(row)
         rows = self.rows.setdefault(unit, {})
         rows[index] = row

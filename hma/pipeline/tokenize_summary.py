@@ -46,6 +46,7 @@ class TokenizeSummary:
     units_failed: list[tuple[str, str]] = field(default_factory=list)
     units_incomplete: list[str] = field(default_factory=list)
     duplicates: int = 0  # rows a retried upstream task sent twice (ignored)
+    repeated_sources: list[str] = field(default_factory=list)  # listed twice in the job, read once
     datasets: dict[str, RunCounts] = field(default_factory=dict)
     reasons: Counter[str] = field(default_factory=Counter)  # quarantine reasons, first words
     stage_seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(STAGES, 0.0))
@@ -166,6 +167,7 @@ class TokenizeSummary:
                 "incomplete": self.units_incomplete,
             },
             "duplicates_ignored": self.duplicates,
+            "repeated_sources": self.repeated_sources,
             "datasets": {k: vars(v) for k, v in sorted(self.datasets.items())},
             "quarantine_reasons": dict(self.reasons),
             "stage_seconds": self.stage_seconds,
@@ -210,6 +212,8 @@ class TokenizeSummary:
             )
         if self.duplicates:
             out.append(f"{self.duplicates} duplicate rows from retried tasks ignored")
+        for url in self.repeated_sources:
+            out.append(f"source {url} is listed more than once in the job; read once")
         for unit, reason in self.units_failed[:MAX_LISTED]:
             out.append(f"FAILED unit {unit}: {reason} (re-run the job to retry it)")
         if len(self.units_failed) > MAX_LISTED:

@@ -83,9 +83,21 @@ def read_config(url: str) -> tuple[TokenizerConfig, str]:
     return config, str(record.get("fingerprint", ""))
 
 
-def weights_fingerprint(url: str) -> str:
-    """The fingerprint save_net wrote into the header of the weights at `url` (header only)."""
-    return checkpoint.read_metadata(url).get(FINGERPRINT_KEY, "")
+def verify_weights(url: str) -> tuple[TokenizerConfig, str]:
+    """(config, fingerprint) of the FSQ/KL checkpoint at `url` once its weights are shown to hash
+    to the recorded fingerprint, without building the net (the tokenize driver checks a
+    checkpoint this way before any worker loads it)."""
+    config, recorded = read_config(url)
+    weights = storage.join(url, WEIGHTS_FILE)
+    tensors = checkpoint.read_tensors(weights)
+    got = fingerprint_of(config_dict(config), iter(tensors.items()))
+    if got != recorded:
+        raise CheckpointError(
+            f"{weights}: weights do not match the fingerprint recorded in {CONFIG_FILE} "
+            f"({recorded[:12] or 'none'} != {got[:12]}): the file was modified or comes from "
+            "another checkpoint"
+        )
+    return config, recorded
 
 
 def load_net(url: str) -> tuple[nn.Module, dict[str, Any], str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 
-import numpy as np
 import pytest
 
 from hma import storage
@@ -67,4 +66,5 @@ def test_a_conversion_that_rejects_every_episode_names_them_and_writes_nothing(
     assert code == 1
     assert "read 2 = written 0 + rejected 2" in out and out.count("action dim 2") == 2
     assert not os.path.exists(dst)
-    assert np.all([line.strip() for line in open(dst + ".rejected.jsonl")])
+    with open(dst + ".rejected.jsonl") as f:
+        assert len([line for line in f if line.strip()]) == 2

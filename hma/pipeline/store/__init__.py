@@ -14,6 +14,7 @@ from hma.pipeline.store.summary import DatasetCounts, StoreSummary, decode_strip
 from hma.pipeline.store.writer import (
     EncodedEpisode,
     Rejection,
+    committed_episodes,
     committed_units,
     create_store,
     finalize,
@@ -30,6 +31,7 @@ __all__ = [
     "TokenStore",
     "TokenizerInfo",
     "WindowSampler",
+    "committed_episodes",
     "committed_units",
     "create_store",
     "decode_strip",

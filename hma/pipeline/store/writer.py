@@ -98,11 +98,20 @@ class Rejection:
 
 def create_store(url: str, info: TokenizerInfo) -> None:
     """Create the store at `url` for tokens of `info`'s tokenizer, or accept an existing store made
-    with the same tokenizer (idempotent). Driver only."""
+    with the same tokenizer (idempotent). A path that holds anything else (a file, a dataset
+    directory) is refused: a store is never written into other data. Driver only."""
+    if storage.exists(url) and not storage.isdir(url):
+        raise StoreError(f"{url}: is a file, not a token store; choose a new store URL")
     store = zarr_store(url)
     try:
         zarr.open_group(store, mode="r", zarr_format=3)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+        fs, path = storage.filesystem(url)
+        if storage.isdir(url) and fs.ls(path, detail=False):
+            raise StoreError(
+                f"{url}: an existing directory that is not a token store (no root zarr.json); "
+                "choose a new store URL"
+            ) from None
         attrs = {"format": FORMAT, "version": VERSION, "tokenizer": info.to_dict()}
         zarr.create_group(store, attributes=attrs)
         return
@@ -281,6 +290,16 @@ def _layout(shape: tuple[int, ...], itemsize: int) -> tuple[tuple[int, ...], tup
 def committed_units(url: str) -> set[str]:
     """Names of the units whose commit record exists (one listing of `_commits/`)."""
     return set(list_json(url, COMMITS))
+
+
+def committed_episodes(url: str) -> set[tuple[str, str]]:
+    """(dataset, episode_id) of every episode the store's committed units hold."""
+    units = list_json(url, COMMITS)
+    out: set[tuple[str, str]] = set()
+    for commit in read_jsons(url, COMMITS, units).values():
+        for name, record in commit["datasets"].items():
+            out.update((name, str(e)) for e in record["index"]["episode_id"])
+    return out
 
 
 def finalize(url: str, registry: Registry) -> StoreSummary:

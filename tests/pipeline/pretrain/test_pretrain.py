@@ -94,7 +94,7 @@ def test_two_worker_rendezvous_listens_on_loopback_only(reference):
     """The process group's store and gloo bind 127.0.0.1: nothing a run starts listens beyond."""
     listeners = reference[2]
     print("listeners opened during the 2-worker run:")
-    for ip, port, pid in sorted({(e.ip, e.port, e.pid) for e in listeners}):
+    for ip, port, pid in sorted({(e.ip, e.port, e.pid or 0) for e in listeners}):
         print(f"  {ip}:{port}  pid {pid}")
     assert any("RayTrainWorker" in e.process for e in listeners), "saw no training worker listen"
     assert [e for e in listeners if not e.loopback] == []
