@@ -23,6 +23,7 @@ import random
 import re
 import struct
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -158,6 +159,60 @@ def read_record(url: str, fmt: str, version: int, missing: str) -> dict[str, Any
             f"{url}: checkpoint version {record.get('version')!r}, this code reads {version}"
         )
     return record
+
+
+# ---------------------------------------------------------------------------------------------
+# A small module as one checkpoint: weights + a record whose `identity` (config, dataset, ...)
+# the fingerprint covers together with the weights (success classifiers, policies)
+
+FINGERPRINT = "fingerprint"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The files and tag of one checkpoint kind."""
+
+    kind: str  # words for messages: "success classifier"
+    fmt: str  # the record's "format"
+    version: int
+    weights: str  # file names inside the checkpoint directory
+    record: str
+
+
+def save_module(
+    url: str,
+    layout: Layout,
+    state: dict[str, torch.Tensor],
+    identity: dict[str, Any],
+    extra: dict[str, Any] | None = None,
+) -> str:
+    """Write `state` and a record {**identity, **extra, fingerprint}; returns the fingerprint."""
+    storage.makedirs(url)
+    tensors = cpu_tensors(state)
+    fingerprint = fingerprint_of(identity, iter(tensors.items()))
+    metadata = {"format": layout.fmt, FINGERPRINT: fingerprint}
+    write_tensors(storage.join(url, layout.weights), tensors, metadata)
+    record = {**identity, **(extra or {}), FINGERPRINT: fingerprint}
+    write_record(storage.join(url, layout.record), layout.fmt, layout.version, record)
+    return fingerprint
+
+
+def load_module(
+    url: str, layout: Layout, identity: tuple[str, ...]
+) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """(record, tensors) of a `save_module` checkpoint, the tensors verified against the
+    fingerprint over the record's `identity` keys."""
+    missing = f"missing; not a {layout.kind} checkpoint"
+    record = read_record(storage.join(url, layout.record), layout.fmt, layout.version, missing)
+    path = storage.join(url, layout.weights)
+    tensors = read_tensors(path)
+    got = fingerprint_of({k: record.get(k) for k in identity}, iter(tensors.items()))
+    if got != record.get(FINGERPRINT):
+        raise CheckpointError(
+            f"{path}: weights do not match the fingerprint recorded in {layout.record}: the "
+            "file was modified or comes from another checkpoint"
+        )
+    return record, tensors
 
 
 # ---------------------------------------------------------------------------------------------

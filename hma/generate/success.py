@@ -17,7 +17,6 @@ fingerprint, training summary; written last, so a directory without it is unfini
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
@@ -29,17 +28,21 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from hma import storage
+from hma import checkpoint, storage
+from hma.checkpoint import CheckpointError
 from hma.config import StrictModel
 from hma.episodes import Episode, load_registry, video_steps
 from hma.errors import HmaError
-from hma.tokenize.base import fingerprint_of
+from hma.vision import ConvEncoder, as_inputs, random_shift, resize_uint8
 
 FORMAT = "hma-success"
 VERSION = 1
 WEIGHTS_FILE = "success.safetensors"
 META_FILE = "success.json"
-UINT8_MAX = 255.0
+
+
+LAYOUT = checkpoint.Layout("success classifier", FORMAT, VERSION, WEIGHTS_FILE, META_FILE)
+IDENTITY = ("config", "dataset")  # what the fingerprint covers besides the weights
 
 
 class SuccessModelError(HmaError, ValueError):
@@ -69,44 +72,19 @@ class SuccessConfig(StrictModel):
     seed: int = 0
 
 
-def as_inputs(frames: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
-    """uint8 [N,H,W,3] -> float32 [N,3,R,R] in [0, 1] (area resize: no aliasing when shrinking)."""
-    if isinstance(frames, np.ndarray):
-        frames = torch.from_numpy(np.ascontiguousarray(frames))
-    if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
-        raise ValueError(f"frames must be uint8 [N,H,W,3], got {frames.dtype} {list(frames.shape)}")
-    x = frames.permute(0, 3, 1, 2).float() / UINT8_MAX  # [N,3,H,W]
-    if tuple(x.shape[2:]) != (size, size):
-        x = F.interpolate(x, size=(size, size), mode="area")  # [N,3,R,R]
-    return x
-
-
-def resize_uint8(frames: np.ndarray, size: int) -> np.ndarray:
-    """uint8 [N,H,W,3] -> uint8 [N,R,R,3]: how training frames are held in memory."""
-    x = as_inputs(frames, size).mul(UINT8_MAX).round().clamp(0, UINT8_MAX)
-    return x.to(torch.uint8).permute(0, 2, 3, 1).numpy()  # [N,R,R,3]
-
-
 class SuccessNet(nn.Module):
-    """Conv(3x3, stride 2) + GroupNorm + ReLU per width, then one linear layer over the whole
-    feature map: success is often *where* something is (a cube above the table), which a global
-    average pool would throw away."""
+    """The shared conv encoder (hma.vision), then one linear layer over the whole feature map:
+    success is often *where* something is (a cube above the table)."""
 
     def __init__(self, widths: tuple[int, ...], image_size: int):
         super().__init__()
         self.widths, self.image_size = tuple(widths), image_size
-        layers: list[nn.Module] = []
-        c, side = 3, image_size
-        for w in widths:
-            layers += [nn.Conv2d(c, w, 3, stride=2, padding=1), nn.GroupNorm(1, w), nn.ReLU()]
-            c, side = w, (side + 1) // 2
-        self.features = nn.Sequential(*layers)
-        self.logit = nn.Linear(c * side * side, 1)
+        self.encoder = ConvEncoder(widths, image_size)
+        self.logit = nn.Linear(self.encoder.out_dim, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """[N,3,R,R] in [0,1] -> logits [N]."""
-        h = self.features(x * 2 - 1).flatten(1)  # [N,C*r*r]
-        return self.logit(h)[:, 0]
+        return self.logit(self.encoder(x))[:, 0]
 
 
 def episode_success(probs: np.ndarray, threshold: float, hold: int) -> bool:
@@ -146,7 +124,7 @@ class SuccessClassifier:
     @property
     def fingerprint(self) -> str:
         record = {"config": self.config.model_dump(mode="json"), "dataset": self.dataset}
-        return fingerprint_of(record, iter(self.net.state_dict().items()))
+        return checkpoint.fingerprint_of(record, iter(self.net.state_dict().items()))
 
     @torch.no_grad()
     def predict(self, frames: np.ndarray | torch.Tensor, batch_size: int = 256) -> np.ndarray:
@@ -161,52 +139,25 @@ class SuccessClassifier:
         return episode_success(probs, self.config.threshold, self.config.hold)
 
     def save(self, url: str) -> str:
-        from safetensors.torch import save as save_tensor_bytes
-
-        storage.makedirs(url)
-        tensors = {k: v.detach().cpu().contiguous() for k, v in self.net.state_dict().items()}
-        with storage.open_file(storage.join(url, WEIGHTS_FILE), "wb") as f:
-            f.write(save_tensor_bytes(tensors, metadata={"format": FORMAT}))
-        record = {
-            "format": FORMAT,
-            "version": VERSION,
-            "dataset": self.dataset,
-            "config": self.config.model_dump(mode="json"),
-            "fingerprint": self.fingerprint,
-            "summary": self.summary,
-        }
-        with storage.open_file(storage.join(url, META_FILE), "w") as f:
-            json.dump(record, f, indent=2, sort_keys=True)
+        identity = {"config": self.config.model_dump(mode="json"), "dataset": self.dataset}
+        checkpoint.save_module(
+            url, LAYOUT, self.net.state_dict(), identity, {"summary": self.summary}
+        )
         return url
 
     @classmethod
     def load(cls, url: str, device: str | torch.device = "cpu") -> SuccessClassifier:
-        from safetensors.torch import load as load_tensor_bytes
-
-        path = storage.join(url, META_FILE)
         try:
-            with storage.open_file(path, "r") as f:
-                record = json.load(f)
-            with storage.open_file(storage.join(url, WEIGHTS_FILE), "rb") as f:
-                tensors = load_tensor_bytes(f.read())
-        except FileNotFoundError as e:
-            raise SuccessModelError(
-                f"{url}: not a success classifier ({e.filename} missing)"
-            ) from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise SuccessModelError(f"{path}: not valid JSON ({e})") from None
-        if not isinstance(record, dict) or record.get("format") != FORMAT:
-            raise SuccessModelError(f"{path}: not an {FORMAT} record")
+            record, tensors = checkpoint.load_module(url, LAYOUT, IDENTITY)
+        except CheckpointError as e:
+            raise SuccessModelError(str(e)) from None
         config = SuccessConfig.model_validate(record["config"])
         net = SuccessNet(config.widths, config.image_size)
-        try:
-            net.load_state_dict(tensors)
-        except RuntimeError as e:
-            raise SuccessModelError(f"{url}: weights do not fit the recorded config: {e}") from None
-        model = cls(net.to(device), config, record["dataset"], record.get("summary"))
-        if record.get("fingerprint") and model.fingerprint != record["fingerprint"]:
-            raise SuccessModelError(f"{url}: weights changed since they were saved (fingerprint)")
-        return model
+        checkpoint.check_tensors(
+            net.state_dict(), tensors, storage.join(url, WEIGHTS_FILE), "the config"
+        )
+        net.load_state_dict(tensors)
+        return cls(net.to(device), config, record["dataset"], record.get("summary"))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -368,23 +319,12 @@ def _fit(data: LabelledFrames, config: SuccessConfig, device: str | torch.device
                 neg[torch.randint(0, len(neg), (config.batch_size - half,), generator=torch_gen)],
             ]
         )
-        x = _shift(x_all[rows], config.shift, torch_gen).to(device)
+        x = random_shift(x_all[rows], config.shift, torch_gen).to(device)
         loss = F.binary_cross_entropy_with_logits(net(x), y_all[rows].to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
     return net.eval()
-
-
-def _shift(x: torch.Tensor, pixels: int, generator: torch.Generator) -> torch.Tensor:
-    """Random translation by up to `pixels` (edge padding): generated frames are not pixel-aligned
-    with real ones."""
-    if pixels == 0:
-        return x
-    r = x.shape[-1]
-    padded = F.pad(x, (pixels,) * 4, mode="replicate")  # [B,3,R+2p,R+2p]
-    dy, dx = torch.randint(0, 2 * pixels + 1, (2,), generator=generator).tolist()
-    return padded[:, :, dy : dy + r, dx : dx + r]
 
 
 def tokenizer_round_trip(world_model: Any) -> Callable[[np.ndarray], np.ndarray]:
