@@ -5,6 +5,7 @@
     tokens.py    hma tokenizer train|eval, hma tokenize, hma store inspect
     train.py     hma pretrain
     generate.py  hma-generate, hma simulate train-success, hma evaluate-policy, hma report
+    policy.py    hma policy train|eval
 
 Each module's `register(sub)` adds its parsers and sets a `handler` on each leaf command.
 Building the parser imports nothing heavy (`hma --help` must not load torch); a handler imports
@@ -28,7 +29,7 @@ Handler = Callable[[argparse.Namespace], int]
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from hma.cli import data, generate, tokens, train
+    from hma.cli import data, generate, policy, tokens, train
 
     parser = argparse.ArgumentParser(
         prog="hma",
@@ -36,7 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
         "action-conditioned video world model -> synthetic robot data.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (data, tokens, train, generate):
+    for module in (data, tokens, train, generate, policy):
         module.register(sub)
     return parser
 

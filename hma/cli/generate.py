@@ -11,6 +11,8 @@ from typing import Any
 from hma.cli.common import EXIT_INCOMPLETE, EXIT_OK, add_address, add_registry, given
 from hma.errors import HmaError
 
+SUCCESS_DIR = "success"  # the success classifier's default place inside a checkpoint
+
 
 def register(sub) -> None:  # sub: the `hma` subparsers
     simulate = sub.add_parser("simulate", help="learned simulator: train-success").add_subparsers(
@@ -148,10 +150,10 @@ def configure_evaluate_policy(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--policy",
         action="append",
-        default=[],
-        metavar="P",
-        help="expert | expert:<noise> | random (repeatable; default: expert, expert:0.3, "
-        "expert:0.6, random: hma.generate.policy_eval.DEFAULT_POLICIES)",
+        required=True,
+        metavar="DIR[@STEP]",
+        help="a policy run (its newest checkpoint), a run's checkpoint of one step, or a "
+        "checkpoint directory (repeatable; `hma policy train` makes them)",
     )
     p.add_argument("--env", required=True, help="ground-truth simulator (a registry dataset)")
     p.add_argument(
@@ -160,7 +162,7 @@ def configure_evaluate_policy(p: argparse.ArgumentParser) -> None:
         metavar="CKPT",
         help="HMA pretraining checkpoint (or run dir) trained on the env's dataset",
     )
-    p.add_argument("--episodes", type=int, required=True, help="episodes per policy")
+    p.add_argument("--episodes", type=int, required=True, help="episodes per policy and simulator")
     p.add_argument(
         "--success-model",
         metavar="DIR",
@@ -169,34 +171,27 @@ def configure_evaluate_policy(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--seed", type=int, default=0, help="episode i of every policy uses seed + i")
     p.add_argument("--size", type=int, default=64, help="ground-truth frame size in pixels")
-    p.add_argument("--max-steps", type=int, help="raw steps per episode (default: the env's limit)")
-    p.add_argument("--prompt-frames", type=int, default=1, help="real kept frames before replay")
     p.add_argument("--steps", type=int, help="MaskGIT/MAR passes per generated frame (2)")
     p.add_argument("--temperature", type=float, help="sampling temperature (1.0)")
     p.add_argument(
         "--batch", type=int, default=8, help="episodes the learned simulator runs at once"
     )
-    p.add_argument("--device", default="cpu", help="torch device of the world model")
-    p.add_argument("--json", metavar="PATH", help="also write the scores as JSON here")
+    p.add_argument("--device", default="cpu", help="torch device of the world model and policies")
+    p.add_argument("--out", help="folder for the scatter plot and scores.json")
 
 
 def evaluate_policy_command(args: argparse.Namespace) -> int:
     from hma import storage
     from hma.envs import make_env
-    from hma.generate.policy_eval import (
-        DEFAULT_POLICIES,
-        SUCCESS_DIR,
-        PolicyEvalError,
-        PolicySpec,
-        evaluate,
-    )
+    from hma.generate.policy_eval import SCATTER, PolicyEvalError, evaluate
     from hma.generate.simulator import Simulator, SimulatorConfig
     from hma.generate.success import SuccessClassifier
     from hma.generate.world_model import WorldModel
+    from hma.policy.agent import Agent
 
-    policies = [PolicySpec.parse(p) for p in (args.policy or DEFAULT_POLICIES)]
-    if args.episodes < 1 or args.prompt_frames < 1 or args.batch < 1:
-        raise PolicyEvalError("--episodes, --prompt-frames and --batch must be >= 1")
+    if args.episodes < 1 or args.batch < 1:
+        raise PolicyEvalError("--episodes and --batch must be >= 1")
+    agents = [Agent.load(spec, args.device) for spec in args.policy]
     world_model = WorldModel.load(args.learned, device=args.device)
     clf_url = args.success_model or storage.join(world_model.url, SUCCESS_DIR)
     if not args.success_model and not storage.exists(clf_url):
@@ -205,28 +200,22 @@ def evaluate_policy_command(args: argparse.Namespace) -> int:
             f"train-success --source <episodes of {args.env}> --out DIR` and pass --success-model"
         )
     classifier = SuccessClassifier.load(clf_url, device=args.device)
-    config = SimulatorConfig(**given(args, steps="steps", temperature="temperature"))
-    sim = Simulator(world_model, args.env, classifier, config)
     env = make_env(args.env, args.size)
     try:
-        summary = evaluate(
-            env,
-            policies,
-            sim,
-            args.episodes,
-            args.seed,
-            args.prompt_frames,
-            args.batch,
-            args.max_steps,
-            log=print,
+        config = SimulatorConfig(
+            max_steps=env.max_steps, **given(args, steps="steps", temperature="temperature")
         )
+        sim = Simulator(world_model, args.env, classifier, config)
+        result = evaluate(env, agents, sim, args.episodes, args.seed, args.batch, log=print)
     finally:
         env.close()
-    summary.success_model = clf_url
-    print("\n".join(summary.lines()))
-    if args.json:
-        with storage.open_file(args.json, "w") as f:
-            json.dump(summary.to_dict(), f, indent=2)
+    result.success_model = clf_url
+    print("\n".join(result.lines()))
+    if args.out:
+        storage.makedirs(args.out)
+        with storage.open_file(storage.join(args.out, "scores.json"), "w") as f:
+            json.dump(result.to_dict(), f, indent=2)
+        print(f"scatter plot: {result.scatter(storage.join(args.out, SCATTER))}")
     return EXIT_OK
 
 

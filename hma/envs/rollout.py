@@ -1,12 +1,13 @@
-"""Run an env's scripted expert for one episode and record it as an Episode."""
+"""Run a policy (by default the env's scripted expert) for one episode; record it as an Episode."""
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 
 import numpy as np
 
-from hma.envs.base import Env
+from hma.envs.base import Env, Policy
 from hma.episodes import Episode
 
 
@@ -17,11 +18,13 @@ def rollout(
     split: str = "train",
     episode_id: str | None = None,
     max_steps: int | None = None,
+    make_policy: Callable[[Env], Policy] | None = None,
 ) -> Episode:
-    """One expert episode from `env.reset(seed)`. Frame t is the observation action t was taken
-    in; the episode ends when the env says done (success or time limit)."""
+    """One episode from `env.reset(seed)` of the expert with `noise`, or of the policy that
+    `make_policy(env)` builds after the reset. Frame t is the observation action t was taken in;
+    the episode ends when the env says done (success or time limit)."""
     obs = env.reset(seed)
-    policy = env.expert(noise)
+    policy = make_policy(env) if make_policy else env.expert(noise)
     frames, states, actions, rewards = [], [], [], []
     extras: dict[str, list[np.ndarray]] = defaultdict(list)
     success = False

@@ -1,241 +1,214 @@
-"""`hma evaluate-policy`: score policies in the ground-truth simulator and in the learned one,
-side by side, and correlate the two (paper Table 5: Pearson 0.95 over 4 policies).
+"""`hma evaluate-policy`: trained policies run closed-loop in the ground-truth simulator and in the
+learned one, side by side; do their success rates rank them alike? (paper Table 5)
 
-    policy ──ground-truth env (hma.envs), seeds seed..seed+N-1──▶ episodes, true success
-        └──same first frame + the same actions──▶ learned Simulator ──success classifier──▶ success
+    policy ──ground-truth env (hma.envs), seeds seed..seed+N-1──▶ true success per episode
+      │                    └─ the first frame of each episode ─┐
+      └──────────────── learned Simulator ◀────────────────────┘
+           the policy sees the decoded frames, its chunks drive the next frames, for the env's
+           whole time limit (the KV cache slides past the training window); the success
+           classifier judges the generated frames ──▶ learned success per episode
 
-Policies by name: `expert` (the env's scripted expert), `expert:<noise>` (the expert with Gaussian
-action noise as ActionSpace.perturb defines it, e.g. expert:0.3) and `random` (uniform over the
-action space); the default set (expert, expert:0.3, expert:0.6, random) spans true success rates
-from ~1 to ~0 on the robosuite and pusht envs.
-
-Protocol (action replay). Our scripted experts read the simulator's internal state (object
-poses), which a learned simulator does not have, so they cannot act closed-loop on generated
-frames. Each episode is therefore played in the ground-truth env first; the learned simulator then
-starts from that episode's first `prompt_frames` kept frames and is driven by the same actions,
-chunk by chunk, and the classifier judges the frames it generates. The learned score is the
-simulator's verdict on an action sequence it only sees as actions: the ground-truth outcome never
-reaches it. Episode i of every policy uses seed + i, so policies are compared on the same starts.
-A policy that reads only images (`Simulator.step` takes any actions) can be run closed-loop in the
-simulator directly; the four named policies here cannot.
+Both simulators start episode k from the same first frame (the env's reset for seed + k), so
+per-episode outcomes pair up (the bootstrap resamples them as pairs). The policy acts in the
+learned simulator exactly as in the env: it decides a chunk of raw actions from the current
+frame, area-resized to its input size, and the chunk plays out (the simulator generates one
+frame per chunk of `stride` raw actions); it never sees simulator state. A policy that reads
+proprioception cannot run here until the world model predicts state, and is refused.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
-from hma.envs.base import Env, Obs
-from hma.episodes import Episode, video_steps
+from hma.envs.base import Env
+from hma.envs.rollout import rollout
+from hma.episodes import video_steps
 from hma.errors import HmaError
+from hma.generate.ranking import Ranking, rank_agreement
 from hma.generate.simulator import Simulator
+from hma.policy.agent import Agent
+from hma.policy.evaluate import SuccessRate
 
-DEFAULT_POLICIES = ("expert", "expert:0.3", "expert:0.6", "random")
-SUCCESS_DIR = "success"  # a classifier saved beside a checkpoint is found without --success-model
+SCATTER = "policy_eval.png"
 
 
 class PolicyEvalError(HmaError, ValueError):
-    """A bad policy name, or inputs that do not fit together."""
+    """A policy evaluation that cannot run as asked."""
 
 
-@dataclass(frozen=True)
-class PolicySpec:
-    name: str
-    kind: str  # "expert" | "random"
-    noise: float = 0.0
+@dataclass
+class LearnedEpisodes:
+    success: np.ndarray  # bool [B]
+    probs: list[np.ndarray]  # per episode: the classifier's probability of every generated frame
 
-    @classmethod
-    def parse(cls, name: str) -> PolicySpec:
-        if name == "random":
-            return cls(name, "random")
-        if name == "expert":
-            return cls(name, "expert")
-        if name.startswith("expert:"):
-            try:
-                noise = float(name.split(":", 1)[1])
-            except ValueError:
-                noise = -1.0
-            if noise >= 0 and math.isfinite(noise):
-                return cls(name, "expert", noise)
+
+def closed_loop(
+    sim: Simulator, agent: Agent, first_frames: np.ndarray, seed: int = 0
+) -> LearnedEpisodes:
+    """Run `agent` in `sim` from B first frames uint8 [B,H,W,3], batched, until every episode is
+    done (success held, or the simulator's max_steps). Only `sim` is stepped: no env is touched."""
+    if agent.chunk != sim.stride:
         raise PolicyEvalError(
-            f"unknown policy {name!r}: use expert, expert:<noise> (e.g. expert:0.3) or random"
+            f"policy {agent.name} decides every {agent.chunk} raw steps; the learned simulator "
+            f"generates a frame every {sim.stride} (its dataset's stride): retrain the policy "
+            f"with chunk {sim.stride}"
         )
-
-    def make(self, env: Env, seed: int) -> Callable[[Obs], np.ndarray]:
-        """The policy for the episode `env` was just reset to."""
-        if self.kind == "expert":
-            return env.expert(self.noise)
-        rng = np.random.default_rng([seed, 1])
-        space = env.action_space
-        return lambda obs: rng.uniform(space.low, space.high).astype(np.float32)
-
-
-def play(env: Env, policy: PolicySpec, seed: int, max_steps: int | None = None) -> Episode:
-    """One ground-truth episode of `policy` from `env.reset(seed)` (frame t: the observation
-    action t was taken in), ending when the env says done."""
-    obs = env.reset(seed)
-    act = policy.make(env, seed)
-    frames, actions, success = [], [], False
-    for _ in range(max_steps or env.max_steps):
-        frames.append(np.array(obs["image"], dtype=np.uint8, copy=True))  # render buffers alias
-        action = env.action_space.clip(act(obs))
-        obs, _, done, info = env.step(action)
-        actions.append(action)
-        success = bool(info["success"])
-        if done:
+    if sim.config.max_steps is None:
+        raise PolicyEvalError("the learned simulator needs max_steps (the env's time limit)")
+    obs = sim.reset(first_frames[:, None], seed=seed)  # one prompt frame per episode
+    probs: list[list[float]] = [[] for _ in range(len(first_frames))]
+    done = np.zeros(len(first_frames), bool)
+    success = np.zeros(len(first_frames), bool)
+    for _ in range(math.ceil(sim.config.max_steps / sim.stride)):
+        obs, _, now_done, info = sim.step(agent.act(obs["image"]))  # chunk [B,s,A]
+        for row in np.flatnonzero(~done):
+            probs[row].append(float(info["success_prob"][row]))
+        success |= info["success"] & ~done
+        done |= now_done
+        if done.all():
             break
-    return Episode(
-        dataset=env.dataset,
-        episode_id=f"{env.dataset}-{policy.name}-seed{seed}",
-        frames=np.stack(frames),
-        actions=np.stack(actions),
-        hz=env.hz,
-        success=success,
-        meta={"seed": seed, "policy": policy.name},
-    )
-
-
-def pearson(x: list[float] | np.ndarray, y: list[float] | np.ndarray) -> float:
-    """Pearson correlation of two equally long score lists; NaN when either is constant."""
-    a, b = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    if a.shape != b.shape or a.ndim != 1 or len(a) < 2:
-        raise ValueError(f"need two score lists of the same length >= 2, got {a.shape}, {b.shape}")
-    da, db = a - a.mean(), b - b.mean()
-    denom = math.sqrt(float((da**2).sum() * (db**2).sum()))
-    return float((da * db).sum() / denom) if denom > 0 else math.nan
-
-
-def replay(
-    sim: Simulator, episodes: list[Episode], prompt_frames: int = 1, seed: int = 0
-) -> list[np.ndarray]:
-    """Drive `sim` with each episode's actions from its first frames (one batch); returns per
-    episode the success probability of every generated frame. Rows whose actions run out early
-    hold their last action (their later frames are not returned); a last partial chunk is
-    completed the same way."""
-    s = sim.stride
-    start = (prompt_frames - 1) * s  # raw step of the last prompt frame
-    chunks = [max(1, math.ceil((len(ep.actions) - start) / s)) for ep in episodes]
-    sim.reset(episodes, prompt_frames=prompt_frames, seed=seed)
-    probs: list[list[float]] = [[] for _ in episodes]
-    for k in range(max(chunks)):
-        chunk = np.stack([_chunk(ep.actions, start + k * s, s) for ep in episodes])  # [B,s,A]
-        info = sim.step(chunk)[3]
-        for row, p in enumerate(info["success_prob"]):
-            if k < chunks[row]:
-                probs[row].append(float(p))
-    return [np.asarray(p, np.float32) for p in probs]
-
-
-def _chunk(actions: np.ndarray, first: int, stride: int) -> np.ndarray:
-    """Raw actions [first, first+stride) of one episode, holding its last action past the end."""
-    index = np.minimum(np.arange(first, first + stride), len(actions) - 1)
-    return actions[index]
+    return LearnedEpisodes(success, [np.asarray(p, np.float32) for p in probs])
 
 
 @dataclass
 class PolicyScore:
     policy: str
-    episodes: int
-    true_success: float  # ground-truth env
-    learned_success: float  # learned simulator + classifier
-    classifier_on_real: float  # the classifier on the real episodes' kept frames (its accuracy)
-    per_episode: list[dict[str, object]] = field(default_factory=list)
+    true: SuccessRate
+    learned: SuccessRate
+    classifier_on_real: SuccessRate  # the classifier's verdicts on the real episodes' frames
+
+    @property
+    def classifier_accuracy(self) -> float:
+        """Share of real episodes the classifier judges as the env did."""
+        agree = [
+            a == b
+            for a, b in zip(self.true.outcomes, self.classifier_on_real.outcomes, strict=True)
+        ]
+        return float(np.mean(agree)) if agree else 0.0
 
 
 @dataclass
-class EvalSummary:
+class Evaluation:
     env: str
     checkpoint: str
     success_model: str
-    scores: list[PolicyScore]
-    pearson: float | None  # ground truth vs learned over the policies (None: one policy)
+    episodes: int
+    scores: list[PolicyScore] = field(default_factory=list)
+    ranking: Ranking | None = None  # None with fewer than 2 policies
 
     def lines(self) -> list[str]:
         out = [
-            f"{self.env}: learned simulator {self.checkpoint}, success classifier "
-            f"{self.success_model}",
-            f"{'policy':<14}{'episodes':>9}{'ground truth':>14}{'learned sim':>13}"
-            f"{'classifier on real':>20}",
+            f"{self.env}: learned simulator {self.checkpoint}; success classifier "
+            f"{self.success_model}; {self.episodes} episodes per policy and simulator",
+            f"{'policy':<44}{'ground truth':>16}{'learned sim':>16}{'classifier acc.':>17}",
         ]
         for s in self.scores:
             out.append(
-                f"{s.policy:<14}{s.episodes:>9}{s.true_success:>14.0%}{s.learned_success:>13.0%}"
-                f"{s.classifier_on_real:>20.0%}"
+                f"{s.policy[-44:]:<44}{s.true.rate:>9.0%} ± {s.true.se:>3.0%}"
+                f"{s.learned.rate:>9.0%} ± {s.learned.se:>3.0%}{s.classifier_accuracy:>17.0%}"
             )
-        if self.pearson is not None:
-            value = (
-                "undefined (a column is constant)"
-                if math.isnan(self.pearson)
-                else (f"{self.pearson:.3f}")
-            )
-            out.append(
-                f"Pearson r, ground truth vs learned simulator over {len(self.scores)} "
-                f"policies: {value}"
-            )
+        if self.ranking is not None:
+            out += self.ranking.lines()
         return out
 
-    def to_dict(self) -> dict[str, object]:
-        return asdict(self)
+    def to_dict(self) -> dict:
+        return {
+            "env": self.env,
+            "checkpoint": self.checkpoint,
+            "success_model": self.success_model,
+            "episodes": self.episodes,
+            "policies": [
+                {
+                    "policy": s.policy,
+                    "true": s.true.to_dict(),
+                    "learned": s.learned.to_dict(),
+                    "classifier_accuracy": s.classifier_accuracy,
+                }
+                for s in self.scores
+            ],
+            "ranking": self.ranking.to_dict() if self.ranking else None,
+        }
+
+    def scatter(self, path: str) -> str:
+        """Ground-truth vs learned success, one point per policy with ± standard errors."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(4.8, 4.4), dpi=120)
+        ax.plot([0, 1], [0, 1], color="0.75", lw=1, ls="--", label="learned = true")
+        for i, s in enumerate(self.scores):
+            ax.errorbar(
+                s.true.rate,
+                s.learned.rate,
+                xerr=s.true.se,
+                yerr=s.learned.se,
+                fmt="o",
+                capsize=3,
+                label=f"step {s.policy.rsplit('@', 1)[-1]}" if "@" in s.policy else f"policy {i}",
+            )
+        ax.set_xlim(-0.05, 1.05)
+        ax.set_ylim(-0.05, 1.05)
+        ax.set_xlabel("success in the ground-truth simulator")
+        ax.set_ylabel("success in the learned simulator")
+        title = self.env
+        if self.ranking is not None:
+            title += f": r {self.ranking.pearson.value:.2f}, ρ {self.ranking.spearman.value:.2f}"
+        ax.set_title(title, fontsize=10)
+        ax.legend(fontsize=7, loc="upper left")
+        fig.tight_layout()
+        from hma import storage
+
+        with storage.open_file(path, "wb") as f:
+            fig.savefig(f, format="png")
+        plt.close(fig)
+        return path
 
 
 def evaluate(
     env: Env,
-    policies: list[PolicySpec],
+    agents: list[Agent],
     sim: Simulator,
     episodes: int,
     seed: int = 0,
-    prompt_frames: int = 1,
     batch: int = 8,
-    max_steps: int | None = None,
     log: Callable[[str], None] | None = None,
-) -> EvalSummary:
-    """Score each policy on `episodes` seeds in `env` and in `sim` (which needs a classifier)."""
+) -> Evaluation:
+    """Score each policy on `episodes` seeds in `env` and, from the same first frames, in `sim`
+    (which needs a success classifier and max_steps)."""
     if sim.success is None:
         raise PolicyEvalError("the learned simulator needs a success classifier to score policies")
-    if sim.dataset != env.dataset:
-        raise PolicyEvalError(f"the simulator runs {sim.dataset!r}, the env is {env.dataset!r}")
     if episodes < 1 or batch < 1:
         raise PolicyEvalError("episodes and batch must be >= 1")
+    size = tuple(sim.world_model.frame_size)
+    for agent in agents:
+        agent.check_env(env)
+        agent.check(sim.dataset, sim.action_dim, size, "the learned simulator")
     clf = sim.success
-    scores = []
-    for policy in policies:
-        real = [play(env, policy, seed + i, max_steps) for i in range(episodes)]
-        learned: list[np.ndarray] = []
+    result = Evaluation(env.dataset, sim.world_model.url, "", episodes)
+    for agent in agents:
+        true, on_real, firsts = SuccessRate(agent.name), SuccessRate(agent.name), []
+        for i in range(episodes):
+            ep = rollout(env, seed + i, make_policy=agent.stepper)
+            true.outcomes.append(bool(ep.success))
+            firsts.append(ep.frames[0])
+            kept = ep.frames[video_steps(len(ep), sim.stride)[1:]]  # what the sim would render
+            on_real.outcomes.append(bool(len(kept)) and clf.episode_success(clf.predict(kept)))
+        learned = SuccessRate(agent.name)
         for first in range(0, episodes, batch):
-            group = real[first : first + batch]
-            learned += replay(sim, group, prompt_frames, seed=seed + first)
-        rows = []
-        for ep, probs in zip(real, learned, strict=True):
-            kept = ep.frames[video_steps(len(ep), sim.stride)[prompt_frames:]]
-            on_real = clf.episode_success(clf.predict(kept)) if len(kept) else False
-            rows.append(
-                {
-                    "episode": ep.episode_id,
-                    "steps": len(ep),
-                    "true": bool(ep.success),
-                    "learned": clf.episode_success(probs),
-                    "classifier_on_real": bool(on_real),
-                    "max_prob": float(probs.max()) if len(probs) else 0.0,
-                }
-            )
-        score = PolicyScore(
-            policy=policy.name,
-            episodes=episodes,
-            true_success=float(np.mean([r["true"] for r in rows])),
-            learned_success=float(np.mean([r["learned"] for r in rows])),
-            classifier_on_real=float(np.mean([r["classifier_on_real"] for r in rows])),
-            per_episode=rows,
-        )
-        scores.append(score)
+            frames = np.stack(firsts[first : first + batch])
+            learned.outcomes += closed_loop(sim, agent, frames, seed + first).success.tolist()
+        score = PolicyScore(agent.name, true, learned, on_real)
+        result.scores.append(score)
         if log:
-            log(
-                f"{policy.name}: ground truth {score.true_success:.0%}, learned "
-                f"{score.learned_success:.0%}"
-            )
-    r = None
-    if len(scores) > 1:
-        r = pearson([s.true_success for s in scores], [s.learned_success for s in scores])
-    return EvalSummary(env.dataset, sim.world_model.url, "", scores, r)
+            log(result.lines()[2 + len(result.scores) - 1])
+    if len(agents) >= 2:
+        result.ranking = rank_agreement(
+            [s.true.outcomes for s in result.scores], [s.learned.outcomes for s in result.scores]
+        )
+    return result
