@@ -7,6 +7,11 @@
 
 Episodes differ by seed: each reset draws the task's object/goal vector from its random reset
 space with the episode seed, instead of from MT1's fixed list of 50 tasks.
+
+The goal is drawn bigger and brighter than Meta-World draws it (a 2 cm dark-red sphere is about
+one pixel at 64 px, which image tokenizers erase): a policy that sees only frames, and a world
+model that renders them, must be able to see where the goal is. Sites are not collision geoms,
+so the task's physics and success are unchanged.
 """
 
 from __future__ import annotations
@@ -24,6 +29,9 @@ from hma.envs.base import ActionSpace, Env, Obs, Policy
 from hma.errors import ConfigError
 
 CAMERA = "corner"
+GOAL_SITE = "goal"
+GOAL_RGBA = (0.1, 0.9, 0.1, 1.0)  # bright green: no robot or table part has that colour
+GOAL_RADIUS = 0.04  # metres (success is the hand within 0.05 of the goal); Meta-World: 0.02
 TASKS = {
     "metaworld_reach": "reach-v3",
     "metaworld_push": "push-v3",
@@ -78,6 +86,7 @@ class MetaWorldEnv(Env):
                 f"{self.task}: control rate {1 / self._sim.dt} Hz, expected {self.hz}"
             )
         self._sim.model.vis.quality.shadowsize = 0  # before the render context exists
+        self._show_goal()
         self._env.reset()
         self._env.get_wrapper_attr("toggle_sample_tasks_on_reset")(False)
         self._env.render()  # creates the viewer, whose scene flags we can then set
@@ -158,6 +167,15 @@ class MetaWorldEnv(Env):
     def __del__(self):
         with contextlib.suppress(Exception):  # interpreter shutdown: EGL may already be gone
             self.close()
+
+    def _show_goal(self) -> None:
+        import mujoco
+
+        model = self._sim.model
+        site = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, GOAL_SITE)
+        if site >= 0:
+            model.site_rgba[site] = GOAL_RGBA
+            model.site_size[site][0] = GOAL_RADIUS
 
     def _obs(self) -> Obs:
         return {"image": self.render(), "state": self._raw[:4].astype(np.float32)}

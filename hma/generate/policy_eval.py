@@ -180,11 +180,13 @@ def evaluate(
     log: Callable[[str], None] | None = None,
 ) -> Evaluation:
     """Score each policy on `episodes` seeds in `env` and, from the same first frames, in `sim`
-    (which needs a success classifier and max_steps)."""
+    (which needs a success classifier and max_steps: both simulators use that time limit)."""
     if sim.success is None:
         raise PolicyEvalError("the learned simulator needs a success classifier to score policies")
     if episodes < 1 or batch < 1:
         raise PolicyEvalError("episodes and batch must be >= 1")
+    if sim.config.max_steps is None:
+        raise PolicyEvalError("the learned simulator needs max_steps (the env's time limit)")
     size = tuple(sim.world_model.frame_size)
     for agent in agents:
         agent.check_env(env)
@@ -194,7 +196,7 @@ def evaluate(
     for agent in agents:
         true, on_real, firsts = SuccessRate(agent.name), SuccessRate(agent.name), []
         for i in range(episodes):
-            ep = rollout(env, seed + i, make_policy=agent.stepper)
+            ep = rollout(env, seed + i, max_steps=sim.config.max_steps, make_policy=agent.stepper)
             true.outcomes.append(bool(ep.success))
             firsts.append(ep.frames[0])
             kept = ep.frames[video_steps(len(ep), sim.stride)[1:]]  # what the sim would render

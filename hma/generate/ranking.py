@@ -12,6 +12,7 @@ MMRV = (1/N) sum_i max_j |R_i - R_j| * 1[(S_i < S_j) != (R_i < R_j)]
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -86,7 +87,9 @@ def rank_agreement(true: list[list[bool]], learned: list[list[bool]], seed: int 
         s_b = np.array([o[p].mean() for o, p in zip(s, picks, strict=True)])
         draws.append(_statistics(r_b, s_b))
     tail = (1 - CONFIDENCE) / 2 * 100
-    low, high = np.nanpercentile(np.array(draws), [tail, 100 - tail], axis=0)
+    with warnings.catch_warnings():  # a statistic undefined in every resample stays NaN
+        warnings.simplefilter("ignore", RuntimeWarning)
+        low, high = np.nanpercentile(np.array(draws), [tail, 100 - tail], axis=0)
     intervals = [
         Interval(float(p), float(lo), float(hi)) for p, lo, hi in zip(point, low, high, strict=True)
     ]
