@@ -24,14 +24,15 @@ def save_untrained(
     store: str = "",
     train_windows: int = 0,
     prepare: Callable[[Any, Any], None] | None = None,
+    **model: Any,
 ) -> str:
     """Write a checkpoint with untrained weights to `url` and return `url` (for benchmarks and
     tests: speed and plumbing do not depend on the weights). A tiny FSQ tokenizer under
     `url`/tokenizer, an HMA of `preset` on `frame` px frames for the datasets of `stats` (action
     width stride x action_dim from the registry), and a pretrain.json shaped like a pretraining
     run's, with `stats` as each dataset's action statistics and equal mixing weights.
-    `prepare(model, tokenizer)` may change the model before it is saved. Seed torch first for
-    reproducible weights."""
+    `prepare(model, tokenizer)` may change the model before it is saved; `model` overrides the
+    preset's fields. Seed torch first for reproducible weights."""
     tokenizer = build_tokenizer(fsq("tiny"))
     tok_url = storage.join(url, "tokenizer")
     save_tokenizer(tokenizer, tok_url)
@@ -43,6 +44,7 @@ def save_untrained(
         vocab_size=info.vocab_size,
         grid=tuple(info.grid),
         datasets={name: spec.stride * spec.action_dim for name, spec in specs.items()},
+        **model,
     )
     model = HMA(config)
     if prepare is not None:

@@ -14,11 +14,18 @@ from hma.stats import ActionStats
 
 
 def save_untrained_policy(
-    url: str, dataset: str, frame: int, step: int = 0, seed: int = 0, chunk: int | None = None
+    url: str,
+    dataset: str,
+    frame: int,
+    step: int = 0,
+    seed: int = 0,
+    chunk: int | None = None,
+    preset: str = "tiny",
 ) -> str:
-    """A tiny policy for `dataset` (actions in [-0.1, 0.1]) that learned from `frame` px frames."""
+    """A policy of `preset` for `dataset` (actions in [-0.1, 0.1]) that learned from `frame` px
+    frames."""
     spec = load_registry().get(dataset)
-    config = policy_config("tiny")
+    config = policy_config(preset)
     chunk = chunk or spec.stride
     torch.manual_seed(seed)
     net = PolicyNet(config, spec.action_dim, chunk)
