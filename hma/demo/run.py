@@ -12,10 +12,12 @@ tokenizer -> a token store -> a pretrained world model -> synthetic robot data a
   5. `hma pretrain` trains the `tiny` HMA on the store for a few minutes, validating at the end.
   6. `hma-generate` writes 8 synthetic + 2 real Lift episodes (perturbed real actions) to robomimic.
   7. `hma report` of the pretraining run (real vs generated clips, metrics, curves).
-  8. An HTML report: expert success rates, counts, conversion times, round-trip errors, thumbnails,
+  8. A tiny visuomotor policy (behaviour cloning on reach demonstrations) at two training steps,
+     closed-loop in Meta-World and in the learned simulator (`hma evaluate-policy`).
+  9. An HTML report: expert success rates, counts, conversion times, round-trip errors, thumbnails,
      tokenizer scores and grids, token store counts, validation scores, the synthetic dataset,
      a link to the model report, and the time of every stage.
-Stages 4-7 live in hma.demo.stages; they start from the job specs in --jobs (the repository's
+Stages 4-8 live in hma.demo.stages; they start from the job specs in --jobs (the repository's
 jobs/, so run `make demo` from the repository root).
 
 """
@@ -171,12 +173,18 @@ def run(
         needs=(trained,),
     )
     page = stages.run("hma report", lambda: ds.model_report(out, run_dir), needs=(trained,))
+    loop = stages.run(
+        "policies closed-loop in both simulators",
+        lambda: ds.closed_loop(out, run_dir, address),
+        needs=(trained,),
+    )
     report = os.path.join(out, REPORT)
     extra = (
         ds.render_tokenize(summary, out)
         + ds.render_pretrain(trained, out)
         + ds.render_generate(generated, out)
         + ds.render_model_report(page, out)
+        + ds.render_closed_loop(loop, out)
         + ds.render_times(stages)
     )
     with open(report, "w") as f:

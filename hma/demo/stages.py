@@ -33,6 +33,16 @@ PRETRAIN_MINUTES = 2.5
 PRETRAIN_STEPS = 400
 GENERATE = {"n": 8, "mix": 2, "actions": "perturb"}  # hma-generate options
 GENERATE_OUT = "lift_mixed.hdf5"
+# the closed-loop stage: policies of two training steps in both simulators, at toy size
+CLOSED_LOOP = {
+    "env": "metaworld_reach",
+    "frame": 64,  # the world model's frame size: the policy sees the same frames in both
+    "demos": 10,
+    "policy_steps": 60,
+    "success_steps": 300,
+    "episodes": 3,
+    "max_steps": 80,  # raw steps (10 generated frames)
+}
 STORE = "store.zarr"
 MODEL_REPORT = "model_report"
 VAL_KEYS = ("loss", "perplexity", "psnr", "delta_psnr")
@@ -156,6 +166,65 @@ def generate(out: str, source: str, run_dir: str, address: str) -> Generated:
     print("\n".join(report.lines()), flush=True)
     first = next(ep for ep in formats.iter_episodes(config.out) if ep.meta.get("synthetic"))
     return Generated(report, dict(first.meta))
+
+
+@dataclass
+class ClosedLoop:
+    evaluation: Any  # hma.generate.policy_eval.Evaluation
+    plot: str
+    classifier: list[str]  # the success classifier's training summary
+
+
+def closed_loop(out: str, run_dir: str, address: str) -> ClosedLoop:
+    """Policies of two training steps, closed-loop in Meta-World reach and in the learned
+    simulator from the same first frames (`hma evaluate-policy` at toy size)."""
+    from hma.envs import make_env
+    from hma.envs.record import RecordJob, record
+    from hma.formats import iter_episodes
+    from hma.generate.policy_eval import SCATTER, evaluate
+    from hma.generate.simulator import Simulator, SimulatorConfig
+    from hma.generate.success import SuccessConfig, tokenizer_round_trip, train_success
+    from hma.generate.world_model import WorldModel
+    from hma.policy.agent import Agent
+    from hma.policy.train import config_from_flags, train_policy
+
+    env_name, frame = CLOSED_LOOP["env"], CLOSED_LOOP["frame"]
+    demos = os.path.join(out, f"{env_name}-closed-loop-demos")
+    print(
+        "\n".join(
+            record(
+                RecordJob(env_name, CLOSED_LOOP["demos"], demos, "lerobot", frame, workers=2)
+            ).lines()
+        )
+    )
+    policy_out = os.path.join(out, "runs", "policy")
+    config = config_from_flags(
+        [demos],
+        policy_out,
+        CLOSED_LOOP["policy_steps"],
+        policy={"preset": "tiny", "image_size": frame},
+        checkpoint_every=CLOSED_LOOP["policy_steps"] // 2,
+        batch_size=16,
+        torch_threads=2,
+    )
+    run = train_policy(config, echo=False)
+    wm = WorldModel.load(run_dir)
+    success_config = SuccessConfig(steps=CLOSED_LOOP["success_steps"], image_size=frame)
+    classifier, summary = train_success(
+        iter_episodes(demos), success_config, env_name, tokenizer_round_trip(wm)
+    )
+    env = make_env(env_name, frame)
+    try:
+        sim_config = SimulatorConfig(max_steps=CLOSED_LOOP["max_steps"])
+        sim = Simulator(wm, env_name, classifier, sim_config)
+        agents = [Agent.load(f"{run.url}@{c.step}") for c in run.checkpoints]
+        evaluation = evaluate(env, agents, sim, CLOSED_LOOP["episodes"], batch=4, log=print)
+    finally:
+        env.close()
+    evaluation.success_model = "trained on the demo's reach episodes"
+    print("\n".join(evaluation.lines()), flush=True)
+    plot = evaluation.scatter(os.path.join(out, SCATTER))
+    return ClosedLoop(evaluation, plot, summary.lines())
 
 
 def model_report(out: str, run_dir: str) -> str:
@@ -289,6 +358,35 @@ def render_generate(gen: Generated | None, out: str) -> str:
         + "</table><pre>"
         + html.escape("\n".join(report.lines()))
         + "</pre>"
+    )
+
+
+def render_closed_loop(loop: ClosedLoop | None, out: str) -> str:
+    if loop is None:
+        return ""
+    rows = "".join(
+        f"<tr><td>{html.escape(s.policy.rsplit('/', 1)[-1])}</td><td>{s.true.rate:.0%} ± "
+        f"{s.true.se:.0%}</td><td>{s.learned.rate:.0%} ± {s.learned.se:.0%}</td>"
+        f"<td>{s.classifier_accuracy:.0%}</td></tr>"
+        for s in loop.evaluation.scores
+    )
+    ranking = "".join(f"<p>{html.escape(line)}</p>" for line in loop.evaluation.lines()[-2:])
+    return (
+        "<h2>Policies in the loop (hma evaluate-policy)</h2><p>A tiny visuomotor policy trained "
+        f"by behaviour cloning on {CLOSED_LOOP['demos']} reach demonstrations; its checkpoints "
+        "at two training steps run closed-loop in Meta-World and in the learned simulator, "
+        f"{CLOSED_LOOP['episodes']} episodes each from the same first frames, "
+        f"{CLOSED_LOOP['max_steps']} raw steps at most. The learned simulator's success is the "
+        "success classifier's verdict on the generated frames. Toy sizes: the code path, not "
+        "the claim (docs/results.md has the full experiment).</p>"
+        "<table><tr><th>policy</th><th>ground truth</th><th>learned sim</th>"
+        "<th>classifier accuracy on real</th></tr>"
+        + rows
+        + "</table>"
+        + ranking
+        + f"<pre>{html.escape(chr(10).join(loop.classifier))}</pre>"
+        + f"<p><img src='{_rel(loop.plot, out)}' alt='ground truth vs learned success' "
+        "style='height:auto;width:360px'></p>"
     )
 
 
