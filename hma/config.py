@@ -23,6 +23,12 @@ StorageURL = Annotated[str, AfterValidator(storage.absolute)]
 M = TypeVar("M", bound=BaseModel)
 
 
+def check_preset(kind: str, name: str, presets: Mapping[str, Any]) -> None:
+    """Refuse a preset name that `presets` does not know, listing the known ones."""
+    if name not in presets:
+        raise ConfigError(f"unknown {kind} preset {name!r} (known: {', '.join(presets)})")
+
+
 class StrictModel(BaseModel):
     """Base for project configs: unknown keys are errors (a typo must not pass silently)."""
 

@@ -15,8 +15,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from hma.config import StrictModel
-from hma.errors import ConfigError
+from hma.config import StrictModel, check_preset
 from hma.model.heads.maskgit import MaskGITHeadConfig
 from hma.model.masking import MaskingConfig
 
@@ -134,8 +133,7 @@ PRESETS: dict[str, Callable[[], dict[str, Any]]] = {"tiny": _tiny, "base": _base
 
 def model_config(preset: str = "base", **overrides: Any) -> ModelConfig:
     """The preset's config with `overrides` applied (nested configs as dicts merge key by key)."""
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown model preset {preset!r} (known: {', '.join(PRESETS)})")
+    check_preset("model", preset, PRESETS)
     data = PRESETS[preset]()
     for key, value in overrides.items():
         if isinstance(value, dict) and isinstance(data.get(key), dict) and key != "datasets":

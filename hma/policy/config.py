@@ -9,8 +9,7 @@ from typing import Any
 
 from pydantic import Field
 
-from hma.config import StrictModel
-from hma.errors import ConfigError
+from hma.config import StrictModel, check_preset
 
 
 class PolicyConfig(StrictModel):
@@ -40,6 +39,5 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def policy_config(preset: str = "small", **overrides: Any) -> PolicyConfig:
-    if preset not in PRESETS:
-        raise ConfigError(f"unknown policy preset {preset!r} (known: {', '.join(PRESETS)})")
+    check_preset("policy", preset, PRESETS)
     return PolicyConfig(**{**PRESETS[preset], **overrides})

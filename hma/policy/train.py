@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from pydantic import Field, field_validator
 
 from hma import checkpoint as checkpoint_files
-from hma.config import load_config
+from hma.config import check_preset, load_config
 from hma.episodes import load_registry
 from hma.errors import ConfigError
 from hma.formats import iter_episodes
@@ -66,9 +66,7 @@ class PolicyTrainConfig(RunConfig):
     @field_validator("policy")
     @classmethod
     def _policy(cls, value: dict[str, Any]) -> dict[str, Any]:
-        preset = value.get("preset", "small")
-        if preset not in PRESETS:
-            raise ValueError(f"unknown policy preset {preset!r} (known: {', '.join(PRESETS)})")
+        check_preset("policy", value.get("preset", "small"), PRESETS)
         return value
 
     def policy_config(self) -> PolicyConfig:

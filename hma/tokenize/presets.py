@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 from pydantic import Field, TypeAdapter, ValidationError
 
+from hma.config import check_preset
 from hma.errors import ConfigError
 from hma.tokenize.backbone import BackboneConfig
 from hma.tokenize.fsq import LEVELS_1K, FSQConfig
@@ -57,8 +58,7 @@ PRESETS: dict[str, Callable[[str], FSQConfig | KLConfig]] = {"fsq": fsq, "kl": k
 
 
 def _backbone(name: str) -> BackboneConfig:
-    if name not in BACKBONES:
-        raise ConfigError(f"unknown tokenizer preset {name!r} (known: {', '.join(BACKBONES)})")
+    check_preset("tokenizer", name, BACKBONES)
     return BACKBONES[name]()
 
 

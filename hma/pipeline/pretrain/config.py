@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from hma.config import StorageURL
+from hma.config import StorageURL, check_preset
 from hma.errors import ConfigError
 from hma.model.config import PRESETS, ModelConfig, model_config
 from hma.pipeline.pretrain.mixing import MixConfig
@@ -59,9 +59,7 @@ class PretrainConfig(RunConfig):
     @field_validator("model")
     @classmethod
     def _model(cls, value: dict[str, Any]) -> dict[str, Any]:
-        preset = value.get("preset", "tiny")
-        if preset not in PRESETS:
-            raise ValueError(f"unknown model preset {preset!r} (known: {', '.join(PRESETS)})")
+        check_preset("model", value.get("preset", "tiny"), PRESETS)
         fixed = sorted(set(value) & set(DATA_FIELDS))
         if fixed:
             raise ValueError(f"model keys {fixed} come from the token store; remove them")
