@@ -262,7 +262,7 @@ class Simulator:
         state.chunks.append(torch.zeros_like(state.chunks[last]))
         state.known.append(False)  # the new frame's own chunk: not chosen yet (mask embedding)
         s = self.model.config.tokens_per_frame
-        state.tokens[t] = generate_frame(
+        state.tokens[t], _ = generate_frame(
             self.model,
             self._run,
             t,

@@ -26,7 +26,8 @@ DATASET_NAME = re.compile(r"[A-Za-z0-9_\-]+")
 
 
 class ModelConfig(StrictModel):
-    """The HMA model. Shapes: tokens [B,T,h,w] (vq) or [B,T,C,h,w] (soft); actions [B,T,A_max]."""
+    """The HMA model. Shapes: tokens [B,T,h,w] (vq) or [B,T,C,h,w] (soft); actions [B,T,A_max];
+    proprioceptive state [B,T,S_max] for the datasets in `states`."""
 
     token_kind: Literal["vq", "soft"] = "vq"
     vocab_size: int = Field(1000, ge=2, description="codebook size K (vq tokens)")
@@ -48,9 +49,14 @@ class ModelConfig(StrictModel):
     datasets: dict[str, int] = Field(
         default_factory=dict, description="dataset name -> flat action width (stride * action_dim)"
     )
-    stem_hidden: int = Field(256, ge=1, description="hidden width of each action stem")
+    states: dict[str, int] = Field(
+        default_factory=dict,
+        description="dataset name -> proprioceptive state width S (datasets without state absent)",
+    )
+    stem_hidden: int = Field(256, ge=1, description="hidden width of each action and state stem")
     masking: MaskingConfig = MaskingConfig()
     action_loss_weight: float = Field(1.0, ge=0)
+    state_loss_weight: float = Field(1.0, ge=0)
 
     @field_validator("datasets")
     @classmethod
@@ -64,6 +70,11 @@ class ModelConfig(StrictModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelConfig:
+        for name, width in self.states.items():
+            if name not in self.datasets:
+                raise ValueError(f"states: dataset {name!r} is not among the datasets")
+            if width < 1:
+                raise ValueError(f"states: dataset {name!r} has width {width}; omit it instead")
         if self.d_model % self.heads:
             raise ValueError(f"d_model {self.d_model} is not divisible by heads {self.heads}")
         if (self.d_model // self.heads) % 2:
@@ -98,6 +109,11 @@ class ModelConfig(StrictModel):
     def action_width(self) -> int:
         """A_max: the widest flattened action chunk of any dataset (0 without datasets)."""
         return max(self.datasets.values(), default=0)
+
+    @property
+    def state_width(self) -> int:
+        """S_max: the widest state of any dataset (0 when no dataset has state)."""
+        return max(self.states.values(), default=0)
 
     @property
     def action_tokens(self) -> int:

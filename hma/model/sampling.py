@@ -1,13 +1,15 @@
 """Rollouts: frame-by-frame masked autoregressive generation with a KV cache.
 
     B batch, T0 prompt frames, H new frames, N = T0 + H, S video tokens per frame, D width,
-    C soft channels, A_max widest flattened action chunk
+    C soft channels, A_max widest flattened action chunk, P_max widest state
 
 Each new frame starts fully masked and is filled in `steps` passes (MaskGIT, Chang et al.
 2022): a pass samples every still-masked token from the video head and commits the most
 confident ones so that cos(pi/2 * k/steps) of the frame stays masked after pass k; committed
 tokens are never re-sampled. In policy/full mode the frame's action chunk is then predicted by
-one more pass (video given, action masked).
+one more pass (video given, action masked). A model with proprioceptive state predicts each
+new frame's state in the frame's last pass (the state is unknown while any token is masked)
+and feeds it, as known, to the later frames.
 
 KV cache: only the frames in flight run through the trunk. Spatial attention stays within
 the new frame; temporal attention reads the cached keys/values of earlier frames. A finished
@@ -46,6 +48,7 @@ class RolloutResult:
     tokens: torch.Tensor  # [B,N,h,w] vq | [B,N,C,h,w] soft: prompt then generated frames
     actions: torch.Tensor  # float [B,N,A_max] normalised chunks, given or predicted
     raw_actions: list[torch.Tensor] | None = None  # per row [N,stride,A] in raw units, with stats
+    state: torch.Tensor | None = None  # [B,N,P_max] normalised: prompt's (given) then predicted
 
 
 def unmasked_after(step: int, steps: int, tokens: int) -> int:
@@ -79,6 +82,23 @@ def _frame_actions(
     return chunks, known
 
 
+def _frame_states(
+    model: HMA, prompt_state: torch.Tensor | None, batch: int, prompt: int, horizon: int, device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(states [B,N,P_max], known bool [N]): the prompt's state where given, zeros elsewhere."""
+    width = model.config.state_width
+    states = torch.zeros(batch, prompt + horizon, width, device=device)
+    known = torch.zeros(prompt + horizon, dtype=torch.bool, device=device)
+    if prompt_state is None:
+        return states, known
+    if tuple(prompt_state.shape) != (batch, prompt, width):
+        raise ValueError(
+            f"prompt_state must be [{batch}, {prompt}, {width}], got {list(prompt_state.shape)}"
+        )
+    states[:, :prompt], known[:prompt] = prompt_state, True
+    return states, known
+
+
 @torch.no_grad()
 def rollout(
     model: HMA,
@@ -93,8 +113,11 @@ def rollout(
     generator: torch.Generator | None = None,
     stats: Mapping[str, ActionStats] | None = None,
     use_cache: bool = True,
+    prompt_state: torch.Tensor | None = None,
 ) -> RolloutResult:
     """Generate `horizon` frames after `prompt_tokens` ([B,T0,h,w] | [B,T0,C,h,w]).
+    `prompt_state` ([B,T0,P_max] normalised) is the prompt frames' state for a model with
+    state; without it their state counts as unknown.
 
     forward: actions required; passive: none; policy: horizon 0, predicts the prompt frames'
     missing actions from the video; full: predicts video and every missing action."""
@@ -126,6 +149,7 @@ def rollout(
     flat = flat_prompt.new_zeros((b, n, *flat_prompt.shape[2:]))
     flat[:, :t0] = flat_prompt
     predict_actions = mode in ("policy", "full")
+    states, state_known = _frame_states(model, prompt_state, b, t0, horizon, device)
     null = mode == "passive"
     cache = model.new_cache() if use_cache else None
     sample_kwargs: dict[str, Any] = {} if top_k is None else {"top_k": top_k}
@@ -152,18 +176,21 @@ def rollout(
             null_actions=null,
             cache=cache,
             append=(last if append else first) - start if cache is not None else False,
+            state=states[:, start:last],
+            state_mask=(~state_known[start:last])[None].expand(b, -1),
         )
         if cache is not None:
             committed = last if append else first
-        out.video, out.action = out.video[:, first - start :], out.action[:, first - start :]
-        return out
+        return out.frames(first - start)
 
     for t in range(n):
         needs_video, needs_action = t >= t0, predict_actions and not bool(known[t])
         if needs_video:
-            flat[:, t] = generate_frame(
+            flat[:, t], state = generate_frame(
                 model, run, t, b, s, steps, temperature, generator, sample_kwargs, flat[:, t]
             )
+            if state is not None:
+                states[:, t], state_known[t] = state, True
         if needs_action:
             chunks[:, t] = run(t, t + 1, None, append=False).action[:, 0]
             known[t] = True
@@ -171,6 +198,7 @@ def rollout(
         tokens=model.unflatten_tokens(flat),
         actions=chunks,
         raw_actions=None if stats is None else raw_chunks(model, chunks, datasets, stats),
+        state=states if model.config.states else None,
     )
 
 
@@ -185,13 +213,17 @@ def generate_frame(
     generator: torch.Generator | None,
     sample_kwargs: dict[str, Any],
     values: torch.Tensor,
-) -> torch.Tensor:
-    """Fill frame t's tokens [B,S(,C)] in `steps` passes; committed tokens stay fixed."""
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Fill frame t's tokens [B,S(,C)] in `steps` passes; committed tokens stay fixed. Returns
+    them and the frame's state [B,P_max] predicted in the last pass (None without state)."""
     mask = torch.ones(b, s, dtype=torch.bool, device=values.device)
     values = values.clone()
     rows = torch.arange(b, device=values.device)[:, None]
+    state = None
     for step in range(steps):
-        cond = run(t, t + 1, mask[:, None], append=False).video[:, 0]  # [B,S,D]
+        out = run(t, t + 1, mask[:, None], append=False)
+        cond = out.video[:, 0]  # [B,S,D]
+        state = None if out.state is None else out.state[:, 0]  # [B,P_max]
         masked = mask.nonzero()[:, 1].view(b, -1)  # [B,M], same M for every row
         sampled, confidence = model.video_head.sample(
             cond[rows, masked], temperature, generator, **sample_kwargs
@@ -202,7 +234,7 @@ def generate_frame(
         values[rows, positions] = sampled[rows, chosen].to(values.dtype)
         mask[rows, positions] = False
     assert not mask.any()
-    return values
+    return values, state
 
 
 def raw_chunks(

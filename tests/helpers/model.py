@@ -8,6 +8,7 @@ from hma.model import Batch, ModelConfig, model_config
 from hma.model.conditioning import SPECS
 
 WIDTHS = {"arm": 6, "pusher": 4}  # two embodiments with different flat action widths
+STATES = {"arm": 3}  # proprioceptive state for one of them (the pusher has none)
 CONDITIONINGS = list(SPECS)
 
 
@@ -31,4 +32,9 @@ def random_batch(
         tokens = torch.randint(0, config.vocab_size, (rows, t, h, w), generator=g)
     else:
         tokens = torch.randn(rows, t, config.latent_channels, h, w, generator=g)
-    return Batch(tokens, actions, names)
+    state = None
+    if config.states:
+        state = torch.randn(rows, t, config.state_width, generator=g)
+        for i, name in enumerate(names):
+            state[i, :, config.states.get(name, 0) :] = 0
+    return Batch(tokens, actions, names, state)

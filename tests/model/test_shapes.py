@@ -21,7 +21,7 @@ def test_loss_and_rollout_shapes(conditioning):
     assert out.action.shape == (b, t, config.action_width)
     for mode in MODES:
         losses = model.loss(batch, mode)
-        assert set(losses) == {"video", "action", "total"}
+        assert set(losses) == {"video", "action", "state", "total"}
         assert all(v.dim() == 0 and torch.isfinite(v) for v in losses.values()), mode
         losses["total"].backward()
     assert (losses["video"] > 0) and (losses["action"] > 0)  # full mode trains both
