@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from hma.episodes import Episode, chunk_actions, keep_frames
 from hma.generate import synthetic as syn
 from hma.generate.config import SCHEMA_FORMATS, GenerateConfig, Plan
 
@@ -44,7 +45,6 @@ class BatchRunner:
         self.root = syn.staging_url(self.config.out)
 
     def run(self, job: dict[str, Any]) -> dict[str, Any]:
-        from hma.episodes import chunk_actions, keep_frames
         from hma.frames import resize
 
         c, wm, start = self.config, self.wm, time.perf_counter()
@@ -70,6 +70,7 @@ class BatchRunner:
                 results.append(self._reject(m, attempt, reason))
                 continue
             rows.append((m, ep, resize(kept[: c.prompt_frames], wm.frame_size), chunks, horizon))
+        prompt_state = self._prompt_state([r[1] for r in rows])
         frames_decoded = 0
         if rows:
             dataset = rows[0][1].dataset
@@ -84,7 +85,14 @@ class BatchRunner:
                     ]
                 )
             out = wm.rollout(
-                dataset, prompt, longest, given, c.steps, c.temperature, seed=job["seed"]
+                dataset,
+                prompt,
+                longest,
+                given,
+                c.steps,
+                c.temperature,
+                seed=job["seed"],
+                prompt_state=prompt_state,
             )
             frames_decoded = out.frames.shape[0] * out.frames.shape[1]
             stats = wm.stats(dataset)
@@ -95,6 +103,17 @@ class BatchRunner:
             "seconds": time.perf_counter() - start,
             "frames_decoded": frames_decoded,
         }
+
+    def _prompt_state(self, episodes: list[Episode]) -> np.ndarray | None:
+        """The prompt frames' raw state [B,T0,P] for a model with state, where every prompt
+        episode has state of the model's width; else None (unknown to the model)."""
+        if not episodes or not self.wm.state_dim(episodes[0].dataset):
+            return None
+        width = self.wm.state_dim(episodes[0].dataset)
+        if any(ep.state is None or ep.state.shape[1] != width for ep in episodes):
+            return None
+        t0, stride = self.config.prompt_frames, self.wm.stride(episodes[0].dataset)
+        return np.stack([ep.state[keep_frames(len(ep), stride)][:t0] for ep in episodes])
 
     def _actions(
         self, chunks: np.ndarray, dataset: str, horizon: int, seed: list[int]
@@ -134,6 +153,7 @@ class BatchRunner:
             keep_state=c.actions == "replay",
             placeholders=self.fmt in SCHEMA_FORMATS,
             meta=meta,
+            state_raw=None if out.state_raw is None else out.state_raw[row, :n],
         )
         reason = syn.check_episode(
             synthetic, bool(out.finite[row]), stats, c.range_tolerance, self.registry

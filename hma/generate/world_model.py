@@ -7,13 +7,17 @@
                                         refuses a tokenizer whose fingerprint differs from the one
                                         the model was trained on
     encode(frames uint8 [N,H,W,3])      -> tokens, after resizing to the model's frame size
-    rollout(dataset, prompt [B,T0,H,W,3], horizon, actions_raw [B,H|N,s,A] | None)
-                                        -> Rollout(frames uint8 [B,N,h,w,3], actions_raw [B,N,s,A])
+    rollout(dataset, prompt [B,T0,H,W,3], horizon, actions_raw [B,H|N,s,A] | None,
+            prompt_state [B,T0,P] | None)
+                                        -> Rollout(frames uint8 [B,N,h,w,3], actions_raw [B,N,s,A],
+                                                   state_raw [B,N,P] where the model has state)
 
 Actions cross this boundary in the dataset's raw units and leave it in raw units; inside, they
 are normalised with the checkpoint's per-dataset statistics (hma.stats.ActionStats). Kept frame f
 covers raw steps f*s .. (f+1)*s - 1 and its chunk holds the s raw actions taken from kept frame f
-to f+1 (the token store's layout, hma.episodes.chunk_actions).
+to f+1 (the token store's layout, hma.episodes.chunk_actions). Proprioceptive state (P values
+per kept frame, for datasets the model was trained with state) crosses in raw units as well,
+normalised inside with the checkpoint's state statistics.
 
 Given actions select forward dynamics (the model renders the video those actions cause); no
 actions select full dynamics (the model proposes every chunk, then the video). The checkpoint
@@ -48,6 +52,7 @@ class Rollout:
     actions_raw: np.ndarray  # float32 [B,N,s,A] raw units: given chunks, or the model's
     tokens: torch.Tensor  # [B,N,gh,gw] vq | [B,N,C,gh,gw] soft, on the model's device
     finite: np.ndarray  # bool [B]: every token and action of the row is finite (no NaN/inf)
+    state_raw: np.ndarray | None = None  # float32 [B,N,P] raw: given prompt state, then predicted
 
 
 class WorldModel:
@@ -63,6 +68,11 @@ class WorldModel:
             name: ActionStats.from_dict(d["action_stats"])
             for name, d in meta.get("datasets", {}).items()
             if d.get("action_stats")
+        }
+        self._state_stats = {
+            name: ActionStats.from_dict(d["state_stats"])
+            for name, d in meta.get("datasets", {}).items()
+            if d.get("state_stats")
         }
 
     @classmethod
@@ -151,6 +161,32 @@ class WorldModel:
             raise WorldModelError(f"{self.url}: no action statistics recorded for {dataset!r}")
         return self._stats[dataset]
 
+    def state_dim(self, dataset: str) -> int:
+        """P: the state values per frame the model predicts for `dataset` (0: no state)."""
+        self.record(dataset)
+        return int(self.model.config.states.get(dataset, 0))
+
+    def state_stats(self, dataset: str) -> ActionStats:
+        if dataset not in self._state_stats:
+            raise WorldModelError(f"{self.url}: no state statistics recorded for {dataset!r}")
+        return self._state_stats[dataset]
+
+    def _normalised_state(self, dataset: str, state_raw: np.ndarray, prompt: int) -> torch.Tensor:
+        """Raw prompt state [B,T0,P] -> the model's state input [B,T0,P_max] on the device."""
+        width = self.state_dim(dataset)
+        s = np.asarray(state_raw, np.float32)
+        if s.ndim != 3 or s.shape[1:] != (prompt, width):
+            raise WorldModelError(
+                f"prompt_state for {dataset!r} must be [B, {prompt}, {width}] (batch, prompt "
+                f"frames, state width), got {list(s.shape)}"
+            )
+        if not np.isfinite(s).all():
+            raise WorldModelError(f"prompt_state for {dataset!r} holds non-finite values")
+        normalised = self.state_stats(dataset).normalise(s)
+        out = torch.zeros(*s.shape[:2], self.model.config.state_width, device=self.device)
+        out[..., :width] = torch.from_numpy(normalised.astype(np.float32)).to(self.device)
+        return out
+
     # -- pixels <-> tokens ----------------------------------------------------------------------
     def encode(self, frames: np.ndarray) -> torch.Tensor:
         """uint8 [N,H,W,3] of any size -> tokens [N,gh,gw] | [N,C,gh,gw] at the model's size."""
@@ -175,11 +211,14 @@ class WorldModel:
         steps: int = DEFAULT_STEPS,
         temperature: float = 1.0,
         seed: int | None = None,
+        prompt_state: np.ndarray | None = None,
     ) -> Rollout:
         """Imagine `horizon` new kept frames after `prompt_frames` ([B,T0,H,W,3], any size).
 
         `actions_raw` [B,H,s,A] drives the new frames (chunks of frames T0-1 .. N-2), or
-        [B,N,s,A] gives every frame's chunk; None lets the model propose them (full dynamics)."""
+        [B,N,s,A] gives every frame's chunk; None lets the model propose them (full dynamics).
+        `prompt_state` [B,T0,P] (raw) is the prompt frames' proprioception, for a model with
+        state (without it, their state counts as unknown)."""
         prompt = np.asarray(prompt_frames)
         if prompt.dtype != np.uint8 or prompt.ndim != 5 or prompt.shape[-1] != 3:
             raise WorldModelError(
@@ -188,7 +227,9 @@ class WorldModel:
         b, t0 = prompt.shape[:2]
         tokens = self.encode(prompt.reshape(b * t0, *prompt.shape[2:]))  # [B*T0,...]
         tokens = tokens.reshape(b, t0, *tokens.shape[1:])  # [B,T0,gh,gw] | [B,T0,C,gh,gw]
-        return self.rollout_tokens(dataset, tokens, horizon, actions_raw, steps, temperature, seed)
+        return self.rollout_tokens(
+            dataset, tokens, horizon, actions_raw, steps, temperature, seed, prompt_state
+        )
 
     def rollout_tokens(
         self,
@@ -199,6 +240,7 @@ class WorldModel:
         steps: int = DEFAULT_STEPS,
         temperature: float = 1.0,
         seed: int | None = None,
+        prompt_state: np.ndarray | None = None,
     ) -> Rollout:
         """`rollout` from already encoded prompt frames (a simulator keeps its tokens)."""
         if horizon < 0:
@@ -209,6 +251,9 @@ class WorldModel:
         given = None
         if actions_raw is not None:
             given = self._normalised_chunks(dataset, actions_raw, b, (horizon, n))
+        state_in = None
+        if prompt_state is not None and self.state_dim(dataset):
+            state_in = self._normalised_state(dataset, prompt_state, t0)
         generator = None
         if seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(int(seed))
@@ -221,6 +266,7 @@ class WorldModel:
             steps=steps,
             temperature=temperature,
             generator=generator,
+            prompt_state=state_in,
         )
         width = stride * dim
         chunks = result.actions[:, :, :width].float().cpu().numpy()  # [B,N,s*A] normalised
@@ -238,7 +284,26 @@ class WorldModel:
         finite = np.isfinite(raw).reshape(b, -1).all(1)
         if result.tokens.is_floating_point():
             finite &= torch.isfinite(result.tokens).reshape(b, -1).all(1).cpu().numpy()
-        return Rollout(frames=frames, actions_raw=raw, tokens=result.tokens, finite=finite)
+        state_raw = self._raw_state(
+            dataset, result.state, prompt_state if state_in is not None else None
+        )
+        if state_raw is not None:
+            finite &= np.isfinite(state_raw).reshape(b, -1).all(1)
+        return Rollout(frames, raw, result.tokens, finite, state_raw)
+
+    def _raw_state(
+        self, dataset: str, state: torch.Tensor | None, given: np.ndarray | None
+    ) -> np.ndarray | None:
+        """The rollout's normalised state [B,N,P_max] -> raw [B,N,P]; the given prompt state
+        comes back bit-exact. None where the model has no state for `dataset`."""
+        width = self.state_dim(dataset)
+        if state is None or not width:
+            return None
+        normalised = state[..., :width].float().cpu().numpy()
+        raw = self.state_stats(dataset).denormalise(normalised).astype(np.float32)
+        if given is not None:
+            raw[:, : given.shape[1]] = given
+        return raw
 
     def _normalised_chunks(
         self, dataset: str, actions_raw: np.ndarray, batch: int, lengths: tuple[int, int]

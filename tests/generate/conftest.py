@@ -28,6 +28,13 @@ def collapsed_checkpoint(tmp_path_factory) -> str:
     return build_checkpoint(str(tmp_path_factory.mktemp("ckpt") / "collapsed"), head_scale=None)
 
 
+@pytest.fixture(scope="session")
+def state_checkpoint(tmp_path_factory) -> str:
+    """The tiny model with proprioceptive state for robosuite_lift."""
+    url = str(tmp_path_factory.mktemp("ckpt") / "state")
+    return build_checkpoint(url, head_scale=0.6, state=True)
+
+
 @pytest.fixture(scope="module")
 def world_model(tiny_checkpoint) -> WorldModel:
     """The tiny checkpoint loaded for generation (one per test module)."""

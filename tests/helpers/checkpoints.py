@@ -24,6 +24,7 @@ def save_untrained(
     store: str = "",
     train_windows: int = 0,
     prepare: Callable[[Any, Any], None] | None = None,
+    state_stats: dict[str, ActionStats] | None = None,
     **model: Any,
 ) -> str:
     """Write a checkpoint with untrained weights to `url` and return `url` (for benchmarks and
@@ -32,7 +33,9 @@ def save_untrained(
     width stride x action_dim from the registry), and a pretrain.json shaped like a pretraining
     run's, with `stats` as each dataset's action statistics and equal mixing weights.
     `prepare(model, tokenizer)` may change the model before it is saved; `model` overrides the
-    preset's fields. Seed torch first for reproducible weights."""
+    preset's fields; `state_stats` gives datasets proprioceptive state (width and statistics).
+    Seed torch first for reproducible weights."""
+    state_stats = state_stats or {}
     tokenizer = build_tokenizer(fsq("tiny"))
     tok_url = storage.join(url, "tokenizer")
     save_tokenizer(tokenizer, tok_url)
@@ -44,6 +47,7 @@ def save_untrained(
         vocab_size=info.vocab_size,
         grid=tuple(info.grid),
         datasets={name: spec.stride * spec.action_dim for name, spec in specs.items()},
+        states={name: int(st.mean.shape[0]) for name, st in state_stats.items()},
         **model,
     )
     model = HMA(config)
@@ -56,6 +60,8 @@ def save_untrained(
             "stride": spec.stride,
             "action_dim": spec.action_dim,
             "action_stats": stats[name].to_dict(exact=True),
+            "state_dim": int(state_stats[name].mean.shape[0]) if name in state_stats else 0,
+            "state_stats": state_stats[name].to_dict(exact=True) if name in state_stats else None,
             "train_windows": train_windows,
             "weight": 1.0 / len(specs),
         }

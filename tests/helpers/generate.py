@@ -27,6 +27,7 @@ FRAME = 32  # model frame size; the tiny FSQ tokenizer downsamples by 8 -> a 4 x
 DATASETS = ("robosuite_lift", "tabletop")
 # half-width of each dataset's raw action range (robosuite OSC delta + gripper; tabletop xy delta)
 ACTION_RANGE = {"robosuite_lift": 1.0, "tabletop": 0.1}
+STATE_DIM = 4  # proprioception of every source episode
 
 
 def real_actions(dataset: str, steps: int, seed: int) -> np.ndarray:
@@ -35,8 +36,10 @@ def real_actions(dataset: str, steps: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).uniform(-bound, bound, (steps, dim)).astype(np.float32)
 
 
-def build_checkpoint(url: str, head_scale: float | None, seed: int = 0) -> str:
-    """Write a tiny untrained checkpoint to `url` (tokenizer under `url`/tokenizer)."""
+def build_checkpoint(url: str, head_scale: float | None, seed: int = 0, state: bool = False) -> str:
+    """Write a tiny untrained checkpoint to `url` (tokenizer under `url`/tokenizer); with
+    `state`, robosuite_lift has proprioceptive state (STATE_DIM values, stats of N(0, 1), the
+    distribution `source_episode` draws from)."""
 
     def calibrate(model, tokenizer) -> None:
         clips = np.stack([source_episode("tabletop", i, 6, size=FRAME).frames for i in range(8)])
@@ -52,7 +55,14 @@ def build_checkpoint(url: str, head_scale: float | None, seed: int = 0) -> str:
         store=f"{url}/store.zarr",
         train_windows=10,
         prepare=None if head_scale is None else calibrate,
+        state_stats={"robosuite_lift": ActionStats.of(_source_state(4000, seed=2))}
+        if state
+        else None,
     )
+
+
+def _source_state(steps: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).normal(0, 1, (steps, STATE_DIM)).astype(np.float32)
 
 
 @torch.no_grad()
@@ -87,7 +97,7 @@ def source_episode(dataset: str, index: int, steps: int, size: int = 64) -> Epis
         frames=moving_block_frames(steps, size, index),
         actions=real_actions(dataset, steps, seed=index),
         hz=spec.hz,
-        state=rng.normal(0, 1, (steps, 4)).astype(np.float32),
+        state=rng.normal(0, 1, (steps, STATE_DIM)).astype(np.float32),
         instruction=f"task {index}",
         success=bool(index % 2),
         extras=extras,

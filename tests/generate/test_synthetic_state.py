@@ -1,0 +1,106 @@
+"""Synthetic episodes from a world model with proprioceptive state: the same per-step keys and
+dtypes as the real demos of the dataset, minus the fields the model cannot produce (listed)."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from hma.formats import get_format, list_refs, write_episodes
+from hma.generate.config import GenerateConfig
+from hma.generate.synthesize import generate
+from hma.generate.world_model import WorldModel
+from tests.helpers.generate import STATE_DIM, source_episode
+
+# robomimic's proprioception keys, as robosuite demos carry them (widths add up to STATE_DIM)
+STATE_KEYS = [["robot0_eef_pos", 3], ["robot0_gripper_qpos", 1]]
+N, MIX, HORIZON = 3, 2, 3
+NOT_MODELLED = ["object"]  # object poses: an extra of the source demos the model cannot produce
+
+
+@pytest.fixture(scope="module")
+def lift_src(tmp_path_factory) -> str:
+    url = str(tmp_path_factory.mktemp("src") / "lift.hdf5")
+    episodes = []
+    for i in range(4):
+        ep = source_episode("robosuite_lift", i, 16)
+        ep.meta["state_keys"] = STATE_KEYS
+        ep.extras["object"] = np.ones((16, 10), np.float32)
+        episodes.append(ep)
+    write_episodes(episodes, url, "robomimic")
+    return url
+
+
+def reread(url: str) -> list:
+    return [get_format(r["format"]).load(r) for r in list_refs(url)]
+
+
+def run(ckpt: str, src: str, out: str) -> list:
+    config = GenerateConfig(
+        checkpoint=ckpt,
+        source=src,
+        out=out,
+        n=N,
+        mix=MIX,
+        horizon=HORIZON,
+        workers=0,
+        batch_size=2,
+        valid_fraction=0.0,
+        range_tolerance=3.0,
+    )
+    generate(config, echo=False)
+    return reread(out)
+
+
+def per_step_keys(group: h5py.Group) -> dict[str, str]:
+    """{path: dtype} of every dataset of one robomimic demo."""
+    out: dict[str, str] = {}
+
+    def visit(name: str, item: object) -> None:
+        if isinstance(item, h5py.Dataset):
+            out[name] = str(item.dtype)
+
+    group.visititems(visit)
+    return out
+
+
+def test_synthetic_demos_carry_predicted_state_under_the_real_keys(
+    state_checkpoint, lift_src, tmp_path
+):
+    out = str(tmp_path / "mixed.hdf5")
+    synthetic = [e for e in run(state_checkpoint, lift_src, out) if e.meta.get("synthetic")]
+    source = {e.episode_id: e for e in reread(lift_src)}
+    stride = WorldModel.load(state_checkpoint).stride("robosuite_lift")
+    assert len(synthetic) == N
+    for e in synthetic:
+        assert e.state is not None and e.state.shape == (len(e), STATE_DIM)
+        assert np.isfinite(e.state).all()
+        assert e.meta["state"].startswith("predicted")
+        assert e.meta["state_keys"] == STATE_KEYS
+        assert e.meta["absent_fields"] == NOT_MODELLED
+        real = source[e.meta["prompt_episode_id"]]
+        # the prompt frame's state is the real one; each frame's state is held for its steps
+        assert np.array_equal(e.state[0], real.state[0])
+        assert np.array_equal(e.state[::stride], e.state[1::stride])
+        assert not np.array_equal(e.state[-1], e.state[0])  # predicted, not copied
+    with h5py.File(out, "r") as f:
+        keys = {
+            json.loads(g.attrs["hma_meta"]).get("synthetic", False): per_step_keys(g)
+            for g in f["data"].values()
+        }
+    real_keys, synthetic_keys = keys[False], keys[True]
+    absent = {"obs/object", "next_obs/object"}
+    assert absent <= set(real_keys) and "obs/robot0_eef_pos" in synthetic_keys
+    assert {k: v for k, v in real_keys.items() if k not in absent} == synthetic_keys
+
+
+def test_without_a_state_model_state_is_absent_and_said(tiny_checkpoint, lift_src, tmp_path):
+    episodes = run(tiny_checkpoint, lift_src, str(tmp_path / "plain.hdf5"))
+    synthetic = [e for e in episodes if e.meta.get("synthetic")]
+    assert synthetic
+    for e in synthetic:
+        assert e.state is None and e.meta["state"].startswith("none")
+        assert e.meta["absent_fields"] == NOT_MODELLED
