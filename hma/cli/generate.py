@@ -72,6 +72,7 @@ def generate_parser() -> argparse.ArgumentParser:
     ]:
         arg(flag, name, type=typ, default=fields[name].default)
     arg("--actions", "actions", choices=("model", "replay", "perturb"), default="model")
+    arg("--require-keys", "require_keys", nargs="+", default=[], metavar="KEY")
     arg("--format", "format", default=None)
     arg("--dataset-name", "dataset_name", default=None)
     arg("--tokenizer", "tokenizer", default=None)

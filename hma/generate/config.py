@@ -51,6 +51,11 @@ class GenerateConfig(StrictModel):
     min_std_ratio: float = Field(
         0.25, ge=0, description="refuse a run whose action std per dim is below this x real"
     )
+    require_keys: list[str] = Field(
+        default_factory=list,
+        description="per-step keys every synthetic episode must carry (e.g. robot0_eef_pos, "
+        "obs/object); refuse to write if one cannot be produced",
+    )
     format: str | None = Field(None, description="source format (default: detected)")
     dataset_name: str | None = Field(None, description="registry dataset, where SRC lacks it")
     tokenizer: str | None = Field(None, description="tokenizer URL if moved since training")

@@ -102,6 +102,8 @@ def make_plan(config: GenerateConfig, wm: Any) -> Plan:
         )
     if config.n and not train:
         raise GenerateError(f"{config.source}: no train episodes to prompt the model with")
+    if config.require_keys and config.n:
+        check_required_keys(config, wm, name, train, load_registry())
     real, skipped = pick_real(config, train, load_registry())
     n_valid = round(config.valid_fraction * config.n)
     valid = set(np.random.default_rng([config.seed, 2]).permutation(config.n)[:n_valid].tolist())
@@ -118,6 +120,29 @@ def make_plan(config: GenerateConfig, wm: Any) -> Plan:
     decisive = config.model_dump(exclude={"workers", "device", "cpus_per_worker", "torch_threads"})
     run = {**decisive, "checkpoint_fingerprint": wm.fingerprint, "format": fmt, "dataset": name}
     return Plan(fmt, name, train, real, config.seed, valid, run, provenance, skipped)
+
+
+def check_required_keys(
+    config: GenerateConfig, wm: Any, dataset: str, train: list[dict[str, Any]], registry: Any
+) -> None:
+    """GenerateError naming every key of `config.require_keys` that synthetic episodes of this
+    run would not carry, and why, judged on the first valid train episode of the source."""
+    real = next((ep for ep in (syn.load_valid(r, registry)[0] for r in train) if ep), None)
+    if real is None:
+        raise GenerateError(f"{config.source}: no valid train episode to check --require-keys on")
+    producible = syn.producible_keys(real, config.actions, wm.state_dim(dataset))
+    camera = registry.get(dataset).camera
+    producible |= {camera, f"{camera}_image"}  # the frames under the formats' image keys
+    missing = []
+    for key in config.require_keys:
+        field = key.split("/", 1)[1] if key.startswith(("obs/", "next_obs/")) else key
+        if field not in producible:
+            missing.append(f"{key!r} ({syn.why_absent(real, field, config.actions)})")
+    if missing:
+        raise GenerateError(
+            f"--require-keys: synthetic {dataset!r} episodes cannot carry {', '.join(missing)}; "
+            f"they can carry {', '.join(sorted(producible))}. Nothing written to {config.out}"
+        )
 
 
 def pick_real(
@@ -228,7 +253,9 @@ def generate(
             spread = spread.merge(ActionStats.from_dict(accepted[i]["action_stats"]))
         bad = syn.collapsed_dims(spread, real_stats, config.min_std_ratio)
         if bad:
-            dims = "; ".join(f"dim {d}: std {s:.3g} vs real {r:.3g}" for d, s, r in bad)
+            dims = "; ".join(
+                f"dim {d}: std {s:.3g} vs real {r:.3g} ({s / r:.0%} of it)" for d, s, r in bad
+            )
             raise GenerateError(
                 f"synthetic actions collapsed (std below {config.min_std_ratio} x the real std): "
                 f"{dims}. Nothing written to {config.out}; the episodes stay in {root} for "

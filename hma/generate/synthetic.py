@@ -165,6 +165,34 @@ def _generated_state(
     return state, extras
 
 
+def state_names(real: Episode) -> list[str]:
+    """The source's own names of the state columns: meta["state_keys"] or the one key state."""
+    keys = real.meta.get("state_keys")
+    return [str(k) for k, _ in keys] if keys else ["state"]
+
+
+def producible_keys(real: Episode, actions: str, state_width: int) -> set[str]:
+    """Per-step fields a synthetic episode prompted by `real` carries: frames, actions and the
+    reward/done signals always; the state keys in replay mode or from a model with state of the
+    source's width; every other extra only in replay mode (the real trajectory's own)."""
+    keys = {"frames", "actions", "image", *SIGNALS}
+    has_state = real.state is not None
+    if has_state and (actions == "replay" or state_width == real.state.shape[1]):
+        keys.update(state_names(real))
+    if actions == "replay":
+        keys.update(real.extras)
+    return keys
+
+
+def why_absent(real: Episode, key: str, actions: str) -> str:
+    """Why `key` is not among `producible_keys` (for the refusal message)."""
+    if real.state is not None and key in state_names(real):
+        return "the world model was trained without state for this dataset"
+    if key in real.extras:
+        return f"the model does not generate it; --actions replay copies it, this run has {actions}"
+    return "the source episodes do not have it"
+
+
 def check_episode(
     ep: Episode, finite: bool, stats: ActionStats, tolerance: float, registry: Registry
 ) -> str | None:

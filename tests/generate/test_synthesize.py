@@ -163,7 +163,9 @@ def test_refuses_mismatched_tokenizer_dataset_checkpoint(tiny_checkpoint, tmp_pa
 
 def test_collapsed_actions_are_refused_not_written(collapsed_checkpoint, lift_src, tmp_path):
     out = str(tmp_path / "collapsed.hdf5")
-    with pytest.raises(GenerateError, match="collapsed.*dim 0"):
+    with pytest.raises(
+        GenerateError, match=r"collapsed.*dim 0: std \S+ vs real \S+ \(\d+% of it\)"
+    ):
         generate(config(collapsed_checkpoint, lift_src, out, n=2, mix=0), echo=False)
     assert not storage.exists(out)
 

@@ -4,13 +4,15 @@ dtypes as the real demos of the dataset, minus the fields the model cannot produ
 from __future__ import annotations
 
 import json
+import re
 
 import h5py
 import numpy as np
 import pytest
 
+from hma import storage
 from hma.formats import get_format, list_refs, write_episodes
-from hma.generate.config import GenerateConfig
+from hma.generate.config import GenerateConfig, GenerateError
 from hma.generate.synthesize import generate
 from hma.generate.world_model import WorldModel
 from tests.helpers.generate import STATE_DIM, source_episode
@@ -104,3 +106,37 @@ def test_without_a_state_model_state_is_absent_and_said(tiny_checkpoint, lift_sr
     for e in synthetic:
         assert e.state is None and e.meta["state"].startswith("none")
         assert e.meta["absent_fields"] == NOT_MODELLED
+
+
+def test_require_keys_refuses_what_cannot_be_produced(
+    state_checkpoint, tiny_checkpoint, lift_src, tmp_path
+):
+    base = dict(
+        source=lift_src, n=2, mix=0, horizon=2, workers=0, batch_size=2, range_tolerance=3.0
+    )
+    wanted = ["obs/robot0_eef_pos", "robot0_gripper_qpos", "agentview_image", "reward"]
+    out = str(tmp_path / "ok.hdf5")
+    generate(
+        GenerateConfig(checkpoint=state_checkpoint, out=out, require_keys=wanted, **base),
+        echo=False,
+    )
+    assert len(reread(out)) == 2
+    cases = [
+        (tiny_checkpoint, ["robot0_eef_pos"], "model", "the world model was trained without"),
+        (state_checkpoint, ["obs/object"], "model", "the model does not generate it"),
+        (state_checkpoint, ["joint_vel"], "model", "the source episodes do not have it"),
+    ]
+    for ckpt, keys, actions, why in cases:
+        out = str(tmp_path / f"refused-{keys[0].replace('/', '_')}.hdf5")
+        config = GenerateConfig(
+            checkpoint=ckpt, out=out, require_keys=keys, actions=actions, **base
+        )
+        with pytest.raises(GenerateError, match=re.escape(f"cannot carry '{keys[0]}' ({why}")):
+            generate(config, echo=False)
+        assert not storage.exists(out)
+    out = str(tmp_path / "replay.hdf5")
+    config = GenerateConfig(
+        checkpoint=tiny_checkpoint, out=out, require_keys=["object"], actions="replay", **base
+    )
+    generate(config, echo=False)
+    assert all("object" in e.extras for e in reread(out))
