@@ -13,7 +13,8 @@ per-episode outcomes pair up (the bootstrap resamples them as pairs). The policy
 learned simulator exactly as in the env: it decides a chunk of raw actions from the current
 frame, area-resized to its input size, and the chunk plays out (the simulator generates one
 frame per chunk of `stride` raw actions); it never sees simulator state. A policy that reads
-proprioception cannot run here until the world model predicts state, and is refused.
+proprioception gets the world model's predicted state (from the env's first state), and is
+refused by a world model trained without state.
 """
 
 from __future__ import annotations
@@ -47,10 +48,15 @@ class LearnedEpisodes:
 
 
 def closed_loop(
-    sim: Simulator, agent: Agent, first_frames: np.ndarray, seed: int = 0
+    sim: Simulator,
+    agent: Agent,
+    first_frames: np.ndarray,
+    seed: int = 0,
+    first_states: np.ndarray | None = None,
 ) -> LearnedEpisodes:
-    """Run `agent` in `sim` from B first frames uint8 [B,H,W,3], batched, until every episode is
-    done (success held, or the simulator's max_steps). Only `sim` is stepped: no env is touched."""
+    """Run `agent` in `sim` from B first frames uint8 [B,H,W,3] (and raw first states [B,P]),
+    batched, until every episode is done (success held, or the simulator's max_steps). Only
+    `sim` is stepped: no env is touched."""
     if agent.chunk != sim.stride:
         raise PolicyEvalError(
             f"policy {agent.name} decides every {agent.chunk} raw steps; the learned simulator "
@@ -59,12 +65,14 @@ def closed_loop(
         )
     if sim.config.max_steps is None:
         raise PolicyEvalError("the learned simulator needs max_steps (the env's time limit)")
-    obs = sim.reset(first_frames[:, None], seed=seed)  # one prompt frame per episode
+    prompt_state = None if first_states is None else first_states[:, None]
+    obs = sim.reset(first_frames[:, None], seed=seed, prompt_state=prompt_state)  # 1 frame each
     probs: list[list[float]] = [[] for _ in range(len(first_frames))]
     done = np.zeros(len(first_frames), bool)
     success = np.zeros(len(first_frames), bool)
     for _ in range(math.ceil(sim.config.max_steps / sim.stride)):
-        obs, _, now_done, info = sim.step(agent.act(obs["image"]))  # chunk [B,s,A]
+        state = obs.get("state") if agent.config.use_state else None
+        obs, _, now_done, info = sim.step(agent.act(obs["image"], state))  # chunk [B,s,A]
         for row in np.flatnonzero(~done):
             probs[row].append(float(info["success_prob"][row]))
         success |= info["success"] & ~done
@@ -190,21 +198,24 @@ def evaluate(
     size = tuple(sim.world_model.frame_size)
     for agent in agents:
         agent.check_env(env)
-        agent.check(sim.dataset, sim.action_dim, size, "the learned simulator")
+        agent.check(sim.dataset, sim.action_dim, size, "the learned simulator", sim.state_dim)
     clf = sim.success
     result = Evaluation(env.dataset, sim.world_model.url, "", episodes)
     for agent in agents:
-        true, on_real, firsts = SuccessRate(agent.name), SuccessRate(agent.name), []
+        true, on_real, firsts, states = SuccessRate(agent.name), SuccessRate(agent.name), [], []
         for i in range(episodes):
             ep = rollout(env, seed + i, max_steps=sim.config.max_steps, make_policy=agent.stepper)
             true.outcomes.append(bool(ep.success))
             firsts.append(ep.frames[0])
+            states.append(None if ep.state is None else ep.state[0])
             kept = ep.frames[video_steps(len(ep), sim.stride)[1:]]  # what the sim would render
             on_real.outcomes.append(bool(len(kept)) and clf.episode_success(clf.predict(kept)))
         learned = SuccessRate(agent.name)
         for first in range(0, episodes, batch):
-            frames = np.stack(firsts[first : first + batch])
-            learned.outcomes += closed_loop(sim, agent, frames, seed + first).success.tolist()
+            frames, given = np.stack(firsts[first : first + batch]), states[first : first + batch]
+            first_states = None if any(s is None for s in given) else np.stack(given)
+            run = closed_loop(sim, agent, frames, seed + first, first_states)
+            learned.outcomes += run.success.tolist()
         score = PolicyScore(agent.name, true, learned, on_real)
         result.scores.append(score)
         if log:

@@ -6,6 +6,8 @@
     obs = sim.reset(prompt)                 prompt: uint8 [B,T0,H,W,3] or B real Episodes
     obs, reward, done, info = sim.step(a)   a: raw actions [B,s,A] (one chunk) or [B,A] (one step)
     obs["image"]: uint8 [B,h,w,3]; reward, done: [B]; info["success"], ["success_prob"]: [B]
+    obs["state"]: float32 [B,P] raw proprioception, from a model with state for the dataset once
+                  known (the prompt's real state where reset got it, then the model's prediction)
 
 Time. The model moves in kept frames: kept frame f is followed by f+1 after the s raw actions of
 its chunk (the token store's layout). A policy acting at the raw control rate calls `step` with
@@ -68,6 +70,8 @@ class _State:
     tokens: list[torch.Tensor]  # per frame [B,S] | [B,S,C] flat tokens
     chunks: list[torch.Tensor]  # per frame [B,A_max] normalised chunk (zeros where unknown)
     known: list[bool]  # per frame: chunk given
+    proprio: list[torch.Tensor]  # per frame [B,P_max] normalised state (zeros where unknown)
+    proprio_known: list[bool]  # per frame: state given or predicted
     cache: Any  # hma.model.blocks.KVCache | None
     committed: int = 0  # frames before this are in the cache
     pending: list[np.ndarray] = field(default_factory=list)  # raw actions [B,A] of the chunk
@@ -102,6 +106,7 @@ class Simulator:
         self.stride = world_model.stride(dataset)
         self.action_dim = world_model.action_dim(dataset)
         self.stats = world_model.stats(dataset)
+        self.state_dim = world_model.state_dim(dataset)  # P; 0: the model has no state here
         self._state: _State | None = None
         self._generator: torch.Generator | None = None
 
@@ -121,13 +126,15 @@ class Simulator:
         actions: np.ndarray | None = None,
         prompt_frames: int = 1,
         seed: int = 0,
+        prompt_state: np.ndarray | None = None,
     ) -> dict[str, np.ndarray]:
         """Start B episodes from real frames: uint8 [B,T0,H,W,3] with optional raw `actions`
-        [B,T0-1,s,A] (the chunks between them), or B Episodes whose first `prompt_frames` kept
-        frames (raw steps 0, s, 2s, ...) and actions are the prompt. Returns the first
-        observation: the last prompt frame as the model sees it (its tokenizer reconstruction)."""
+        [B,T0-1,s,A] (the chunks between them) and raw `prompt_state` [B,T0,P], or B Episodes
+        whose first `prompt_frames` kept frames (raw steps 0, s, 2s, ...), actions and state are
+        the prompt. Returns the first observation: the last prompt frame as the model sees it
+        (its tokenizer reconstruction), and its state where known."""
         if isinstance(prompt, list):
-            prompt, actions = self._prompt_from_episodes(prompt, prompt_frames)
+            prompt, actions, prompt_state = self._prompt_from_episodes(prompt, prompt_frames)
         prompt = np.asarray(prompt)
         if prompt.dtype != np.uint8 or prompt.ndim != 5 or prompt.shape[-1] != 3:
             raise SimulatorError(
@@ -146,8 +153,13 @@ class Simulator:
             tokens=[flat[:, f] for f in range(t0)],
             chunks=[torch.zeros(b, width, device=device) for _ in range(t0)],
             known=[False] * t0,
+            proprio=[torch.zeros(b, self.model.config.state_width, device=device)] * t0,
+            proprio_known=[False] * t0,
             cache=self.model.new_cache() if self.config.use_cache else None,
         )
+        if prompt_state is not None and self.state_dim:
+            given = self.world_model.normalised_state(self.dataset, prompt_state, t0)
+            state.proprio, state.proprio_known = list(given.unbind(1)), [True] * t0
         if actions is not None:
             actions = np.asarray(actions, np.float32)
             expected = (b, t0 - 1, self.stride, self.action_dim)
@@ -165,7 +177,7 @@ class Simulator:
         state.success = np.zeros(b, bool)
         state.done = np.zeros(b, bool)
         self._state = state
-        return {"image": state.image}
+        return self._observation()
 
     def step(
         self, actions: np.ndarray
@@ -210,7 +222,7 @@ class Simulator:
             "frame": self.frames - 1,
             "raw_steps": state.raw_steps,
         }
-        return {"image": state.image}, reward, state.done.copy(), info
+        return self._observation(), reward, state.done.copy(), info
 
     def tokens(self) -> torch.Tensor:
         """Every kept frame's tokens so far: [B,T,gh,gw] vq | [B,T,C,gh,gw] soft."""
@@ -223,9 +235,17 @@ class Simulator:
             raise SimulatorError("call reset() before step()")
         return self._state
 
+    def _observation(self) -> dict[str, np.ndarray]:
+        state = self._require_state()
+        obs = {"image": state.image}
+        if self.state_dim and state.proprio_known[-1]:
+            normalised = state.proprio[-1][:, : self.state_dim].float().cpu().numpy()
+            obs["state"] = self.world_model.state_stats(self.dataset).denormalise(normalised)
+        return obs
+
     def _prompt_from_episodes(
         self, episodes: list[Episode], prompt_frames: int
-    ) -> tuple[np.ndarray, np.ndarray]:
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
         if not episodes or prompt_frames < 1:
             raise SimulatorError("reset needs >= 1 episode and prompt_frames >= 1")
         raw = (prompt_frames - 1) * self.stride + 1  # raw steps the prompt spans
@@ -247,7 +267,13 @@ class Simulator:
         sizes = {f.shape[1:] for f in frames}
         if len(sizes) > 1:
             raise SimulatorError(f"prompt episodes differ in frame size: {sorted(sizes)}")
-        return np.stack(frames), np.stack(chunks).astype(np.float32)
+        states = None
+        if self.state_dim and all(
+            ep.state is not None and ep.state.shape[1] == self.state_dim for ep in episodes
+        ):
+            kept = kept_steps(prompt_frames, self.stride)
+            states = np.stack([ep.state[kept] for ep in episodes])  # [B,T0,P]
+        return np.stack(frames), np.stack(chunks).astype(np.float32), states
 
     @torch.no_grad()
     def _advance(self, chunk: np.ndarray) -> None:
@@ -261,8 +287,10 @@ class Simulator:
         state.tokens.append(torch.zeros_like(state.tokens[last]))
         state.chunks.append(torch.zeros_like(state.chunks[last]))
         state.known.append(False)  # the new frame's own chunk: not chosen yet (mask embedding)
+        state.proprio.append(torch.zeros_like(state.proprio[last]))
+        state.proprio_known.append(False)  # unknown until the frame's video is complete
         s = self.model.config.tokens_per_frame
-        state.tokens[t], _ = generate_frame(
+        state.tokens[t], predicted = generate_frame(
             self.model,
             self._run,
             t,
@@ -274,6 +302,8 @@ class Simulator:
             {},
             state.tokens[t],
         )
+        if predicted is not None:
+            state.proprio[t], state.proprio_known[t] = predicted, True
         grid = self.model.unflatten_tokens(state.tokens[t][:, None])[:, 0]  # [B,gh,gw] | [B,C,..]
         state.image = self.world_model.decode(grid)
 
@@ -289,6 +319,8 @@ class Simulator:
         flat = torch.stack(state.tokens[start:last], dim=1)  # [B,F,S(,C)]
         chunks = torch.stack(state.chunks[start:last], dim=1)  # [B,F,A_max]
         known = torch.tensor(state.known[start:last], dtype=torch.bool, device=device)  # [F]
+        proprio = torch.stack(state.proprio[start:last], dim=1)  # [B,F,P_max]
+        proprio_known = torch.tensor(state.proprio_known[start:last], device=device)  # [F]
         vm = None
         if video_mask is not None:
             vm = torch.zeros(b, last - start, flat.shape[2], dtype=torch.bool, device=device)
@@ -301,11 +333,12 @@ class Simulator:
             action_mask=(~known)[None].expand(b, -1),
             cache=state.cache,
             append=(last if append else first) - start if cached else False,
+            state=proprio,
+            state_mask=(~proprio_known)[None].expand(b, -1),
         )
         if cached:
             state.committed = last if append else first
-        out.video, out.action = out.video[:, first - start :], out.action[:, first - start :]
-        return out
+        return out.frames(first - start)
 
     @torch.no_grad()
     def _judge(self, image: np.ndarray) -> np.ndarray:

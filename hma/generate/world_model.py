@@ -171,7 +171,7 @@ class WorldModel:
             raise WorldModelError(f"{self.url}: no state statistics recorded for {dataset!r}")
         return self._state_stats[dataset]
 
-    def _normalised_state(self, dataset: str, state_raw: np.ndarray, prompt: int) -> torch.Tensor:
+    def normalised_state(self, dataset: str, state_raw: np.ndarray, prompt: int) -> torch.Tensor:
         """Raw prompt state [B,T0,P] -> the model's state input [B,T0,P_max] on the device."""
         width = self.state_dim(dataset)
         s = np.asarray(state_raw, np.float32)
@@ -253,7 +253,7 @@ class WorldModel:
             given = self._normalised_chunks(dataset, actions_raw, b, (horizon, n))
         state_in = None
         if prompt_state is not None and self.state_dim(dataset):
-            state_in = self._normalised_state(dataset, prompt_state, t0)
+            state_in = self.normalised_state(dataset, prompt_state, t0)
         generator = None
         if seed is not None:
             generator = torch.Generator(device=self.device).manual_seed(int(seed))

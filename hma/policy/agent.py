@@ -57,6 +57,10 @@ class Agent:
         return str(self.record["dataset"])
 
     @property
+    def state_dim(self) -> int:
+        return int(self.record["state_dim"])
+
+    @property
     def chunk(self) -> int:
         return int(self.record["chunk"])
 
@@ -97,8 +101,21 @@ class Agent:
         h, w = self.record["frame_size"]
         return int(h), int(w)
 
-    def check(self, dataset: str, action_dim: int, frame_size: tuple[int, int], where: str) -> None:
-        """Refuse a simulator whose dataset, action space or frames differ from the policy's."""
+    def check(
+        self,
+        dataset: str,
+        action_dim: int,
+        frame_size: tuple[int, int],
+        where: str,
+        state_dim: int | None = None,
+    ) -> None:
+        """Refuse a simulator whose dataset, action space, frames or state (`state_dim` values,
+        0: none; None: not checked) differ from the policy's."""
+        if self.config.use_state and state_dim is not None and state_dim != self.state_dim:
+            raise PolicyMismatchError(
+                f"policy {self.url} reads {self.state_dim} proprioception values; {where} "
+                f"provides {state_dim or 'none (a world model trained without state)'}"
+            )
         if dataset != self.dataset or action_dim != self.action_dim:
             raise PolicyMismatchError(
                 f"policy {self.url} was trained on {self.dataset!r} ({self.action_dim}-D "

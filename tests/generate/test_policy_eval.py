@@ -123,6 +123,9 @@ def test_policies_that_do_not_fit_the_learned_simulator_are_refused(world_model,
     big = Agent.load(save_untrained_policy(str(tmp_path / "b"), ENV, 64))
     with pytest.raises(PolicyMismatchError, match="64x64 frames"):
         evaluate(env, [big], sim, episodes=1)
+    proprio = Agent.load(save_untrained_policy(str(tmp_path / "s"), ENV, FRAME, state_dim=2))
+    with pytest.raises(PolicyMismatchError, match="reads 2 proprioception values.*provides none"):
+        evaluate(env, [proprio], sim, episodes=1)
 
 
 def test_the_cli_writes_the_table_the_json_and_the_scatter_plot(

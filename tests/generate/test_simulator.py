@@ -186,3 +186,30 @@ def test_user_errors_name_the_problem(world_model):
         Simulator(world_model, "tabletop", success=_classifier(0.0))
     with pytest.raises(ValueError, match="not trained on 'pusht'"):
         Simulator(world_model, "pusht")
+
+
+def test_a_model_with_state_reports_the_prompts_state_then_its_prediction(state_checkpoint):
+    wm = WorldModel.load(state_checkpoint)
+    episodes = [source_episode(DATASET, i, steps=12) for i in range(2)]
+
+    def run(use_cache: bool) -> list[np.ndarray]:
+        sim = Simulator(wm, DATASET, config=SimulatorConfig(use_cache=use_cache))
+        states = [sim.reset(episodes, prompt_frames=2, seed=3)["state"]]
+        for chunk in _chunks(2, wm.model.config.window + 1, seed=5):
+            states.append(sim.step(chunk)[0]["state"])
+        return states
+
+    cached, reference = run(True), run(False)
+    real = np.stack([ep.state[STRIDE] for ep in episodes])  # kept frame 1 = raw step s
+    np.testing.assert_allclose(cached[0], real, rtol=1e-5, atol=1e-5)  # normalised round trip
+    assert all(s.shape == (2, real.shape[1]) and np.isfinite(s).all() for s in cached)
+    assert not np.allclose(cached[-1], cached[0])
+    for a, b in zip(cached, reference, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_a_model_without_state_reports_none(world_model):
+    sim = Simulator(world_model, DATASET)
+    episodes = [source_episode(DATASET, 0, steps=12)]
+    assert "state" not in sim.reset(episodes)
+    assert "state" not in sim.step(_chunks(1, 1)[0])[0]
