@@ -111,3 +111,18 @@ def test_train_and_eval_through_the_cli(tmp_path, ray_cluster, capsys):
     assert (
         line.startswith(f"{out}@10: success ") and "(0/2 episodes)" in line or "/2 episodes" in line
     )
+
+
+def test_action_error_is_the_raw_chunk_mse_over_held_out_episodes(tmp_path):
+    from hma.policy.evaluate import action_error
+
+    agent = Agent.load(save_untrained_policy(str(tmp_path / "p"), "tabletop", 32, chunk=3))
+    episodes = list(procedural_episodes("tabletop", 2, 7, 32, seed=5))
+    result = action_error(agent, episodes)
+    expected = [
+        float(np.mean((agent.act(ep.frames) - chunks_of(ep.actions, 3)) ** 2)) for ep in episodes
+    ]
+    assert result.episodes == 2 and result.samples == 14
+    assert result.mse == pytest.approx(np.mean(expected), rel=1e-5)
+    assert result.se == pytest.approx(np.std(expected, ddof=1) / np.sqrt(2), rel=1e-4)
+    assert "held-out action MSE" in result.line()
