@@ -52,6 +52,7 @@ def test_valid_episode_passes(make_episode):
         (lambda ep: setattr(ep, "actions", ep.actions[:-2]), "actions", "length 10 != 12"),
         (lambda ep: setattr(ep, "actions", ep.actions[:, :4]), "actions", "action dim 4"),
         (lambda ep: setattr(ep, "state", ep.state[:5]), "state", "expected [12,S]"),
+        (lambda ep: ep.state.__setitem__((2, 0), np.nan), "state", "non-finite"),
         (lambda ep: setattr(ep, "frames", ep.frames[..., :1]), "frames", "uint8 [T,H,W,3]"),
         (lambda ep: setattr(ep, "split", "test"), "split", "must be one of"),
         (lambda ep: ep.extras.__setitem__("reward", np.zeros(3)), "extras.reward", "length"),

@@ -48,7 +48,8 @@ def register(sub) -> None:  # sub: the `hma` subparsers
         dest="action", required=True, metavar="ACTION"
     )
     ins = store.add_parser(
-        "inspect", help="datasets, counts, action stats, tokenizer fingerprint, quarantine"
+        "inspect",
+        help="datasets, counts, action and state stats, tokenizer fingerprint, quarantine",
     )
     ins.add_argument("url", help="token store URL (local path or s3://)")
     ins.add_argument("--json", action="store_true", help="print everything as JSON")

@@ -1,15 +1,18 @@
 """The stages of `hma tokenize`, each a small function or class that the chain in tokenize_job runs.
 
-    F kept frames, H x W job frame size, s stride, A action dim, h x w token grid, c channels
+    F kept frames, H x W job frame size, s stride, A action dim, S state dim, h x w token grid,
+    c channels
 
     load_unit      one unit -> one row per episode (CPU task): list the unit's refs, load and
-                   validate each episode, keep every s-th frame, chunk actions [F,s,A], resize
-                   frames to [F,H,W,3]. Failures become rejection rows (`reason` set), never errors.
+                   validate each episode, keep every s-th frame and its state [F,S], chunk actions
+                   [F,s,A], resize frames to [F,H,W,3]. Failures become rejection rows (`reason`
+                   set), never errors.
     TokenizeActor  rows -> rows with `tokens` instead of `frames` (actor: the tokenizer loads once)
     write_unit     all rows of one unit -> the store (one Ray task per unit, retried on failure)
 
 A row: unit, index (position in the unit), total (rows the unit yields), dataset, episode_id,
 split, success (-1/0/1), source, reason ("" = good), steps (raw T), frames | tokens, actions,
+state ([F,S]; [0,0] for an episode without),
 and the seconds its stage spent on it (load_s, resize_s, encode_s) for the summary; start-up
 milestones (epoch seconds: load_at, and the actor's actor_boot, actor_init, actor_ready).
 """
@@ -54,6 +57,7 @@ def _row(unit: Unit, index: int, total: int, item: Listed, frame_size: tuple[int
         "steps": 0,
         "frames": np.zeros((0, h, w, 3), np.uint8),
         "actions": np.zeros((0, 1, 1), np.float32),
+        "state": np.zeros((0, 0), np.float32),
         "load_s": 0.0,
         "resize_s": 0.0,
         "load_at": time.time(),  # epoch seconds the load task reached this row (start-up)
@@ -82,7 +86,8 @@ def load_unit(
 def _load_episode(
     row: dict[str, Any], entry: Listed, frame_size: tuple[int, int], registry: Registry
 ) -> None:
-    """Fill `row` with the episode's kept frames and chunked actions, or with a rejection reason."""
+    """Fill `row` with the episode's kept frames, their state and chunked actions, or with a
+    rejection reason. Validation has refused state that is not [T,S] or not finite."""
     start = time.perf_counter()
     try:
         episode = formats.get_format(entry.ref["format"]).load(entry.ref)
@@ -103,8 +108,11 @@ def _load_episode(
         row["reason"] = f"episode shorter than stride ({steps} steps < stride {stride})"
         return
     start = time.perf_counter()
-    row["frames"] = resize(episode.frames[keep_frames(steps, stride)], frame_size)
+    kept = keep_frames(steps, stride)
+    row["frames"] = resize(episode.frames[kept], frame_size)
     row["actions"] = chunk_actions(episode.actions, stride)  # (F, s, A)
+    if episode.state is not None:
+        row["state"] = np.ascontiguousarray(episode.state[kept], dtype=np.float32)  # (F, S)
     row["resize_s"] = time.perf_counter() - start
 
 
@@ -202,9 +210,17 @@ def encoded_unit(
                 success=None if success < 0 else bool(success),
                 tokens=np.asarray(row["tokens"]),
                 actions=np.asarray(row["actions"], dtype=np.float32),
+                state=_state(row),
             )
         )
     return episodes, rejected
+
+
+def _state(row: dict[str, Any]) -> np.ndarray | None:
+    """The row's kept-frame state [F,S], None for an episode without (its row carries [0,0]: every
+    row has the same column type)."""
+    state = np.asarray(row["state"], dtype=np.float32)
+    return state if state.ndim == 2 and state.shape[1] > 0 else None
 
 
 def write_unit(url: str, unit: str, rows: list[dict[str, Any]]) -> tuple[dict[str, Any], float]:

@@ -18,6 +18,7 @@ from hma.tokenize.checkpoint import load_tokenizer
 
 FRAME = 32  # pixels; the tiny FSQ tokenizer downsamples by 8 -> a 4 x 4 token grid
 DATASETS = {"pusht": (1, 2), "robosuite_lift": (2, 7)}  # name -> (stride, action_dim)
+STATE_DIMS = {"robosuite_lift": 3}  # datasets with proprioception, and its width
 
 
 def tokenizer_info(tokenizer_url: str) -> TokenizerInfo:
@@ -44,7 +45,11 @@ def episode(
         tokens[f] = tokens[f - 1]
         code = int((actions[f - 1, 0, 0] > 0) * (vocab // 2) + f % 7)
         tokens[f, f % h, :] = code
-    return EncodedEpisode(dataset, f"{dataset}-{index}", split, None, tokens, actions)
+    state = None
+    if dataset in STATE_DIMS:  # its own stream: the token and action draws stay as they were
+        draws = np.random.default_rng([index, len(split)])
+        state = draws.normal(0, 1, (frames, STATE_DIMS[dataset])).astype(np.float32)
+    return EncodedEpisode(dataset, f"{dataset}-{index}", split, None, tokens, actions, state)
 
 
 def write_store(

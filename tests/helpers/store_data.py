@@ -3,14 +3,16 @@
 Labelled episodes make mistakes visible: every vq token of kept frame f of episode e is
 `e * LABEL + f` (soft tokens: channel 0 holds e and channel 1 holds f, small integers that float16
 keeps exactly), and raw action step k is `e * LABEL + k` in every dimension (plus the dimension
-index / 10), so a window's tokens say which episode and frames it came from.
+index / 10), so a window's tokens say which episode and frames it came from. With `state_dim`, raw
+state at step k is `e * LABEL + k` plus the dimension index / 100, kept at the kept frames' steps
+as the pipeline keeps it (`state_label` is what kept frame f must hold).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from hma.episodes import chunk_actions
+from hma.episodes import chunk_actions, keep_frames
 from hma.pipeline.store import EncodedEpisode, TokenizerInfo
 
 LABEL = 1000  # labels stay below the vocab while e < 60 and f < LABEL
@@ -33,9 +35,16 @@ def info(kind: str = "vq", fingerprint: str = "f" * 64, vocab: int = VOCAB) -> T
 
 
 def labelled(
-    e: int, frames: int, stride: int = 2, action_dim: int = 7, split: str = "train", **kw
+    e: int,
+    frames: int,
+    stride: int = 2,
+    action_dim: int = 7,
+    split: str = "train",
+    state_dim: int = 0,
+    **kw,
 ) -> EncodedEpisode:
-    """Episode number `e` with `frames` kept frames, labelled as the module docstring says."""
+    """Episode number `e` with `frames` kept frames (and state if `state_dim`), labelled as the
+    module docstring says."""
     kind = kw.pop("kind", "vq")
     dataset = kw.pop("dataset", "robosuite_lift")
     steps = frames * stride + (stride - 1)  # trailing steps that chunk_actions must drop
@@ -54,7 +63,17 @@ def labelled(
         success=kw.pop("success", e % 2 == 0),
         tokens=tokens,
         actions=chunk_actions(raw.astype(np.float32), stride),
+        state=_raw_state(e, steps, state_dim)[keep_frames(steps, stride)] if state_dim else None,
     )
+
+
+def _raw_state(e: int, steps: int, state_dim: int) -> np.ndarray:
+    return (e * LABEL + np.arange(steps)[:, None] + np.arange(state_dim) / 100).astype(np.float32)
+
+
+def state_label(e: int, frames: np.ndarray, stride: int, state_dim: int) -> np.ndarray:
+    """The state labelled episode `e` holds at kept frames `frames`: raw step f * stride's."""
+    return _raw_state(e, (int(frames.max()) + 1) * stride, state_dim)[frames * stride]
 
 
 def label_of(tokens: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

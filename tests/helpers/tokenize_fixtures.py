@@ -1,7 +1,8 @@
 """Sources, tokenizers and the expected store content shared by the tokenize-job tests.
 
 The expected content is computed without Ray: load every source episode in this process, keep
-every stride-th frame, resize, encode with the same checkpoint. A store made by the pipeline
+every stride-th frame (and its state), resize, encode with the same checkpoint. A store made by
+the pipeline
 (however it was interrupted) must hold exactly that, once per episode.
 """
 
@@ -61,17 +62,21 @@ def write_video_source(url: str, dataset: str = "pusht", count: int = 6, steps: 
 
 
 def expected_content(sources: list[dict], checkpoint: str) -> dict[tuple[str, str], dict]:
-    """{(dataset, episode_id): {"tokens", "actions", "split"}} as the store must hold it."""
+    """{(dataset, episode_id): {"tokens", "actions", "state", "split"}} as the store must hold it
+    (state [F,0] for an episode without)."""
     registry = load_registry()
     tokenizer = load_tokenizer(checkpoint)
     out = {}
     for source in sources:
         for ep in formats.iter_episodes(source["url"], source.get("format"), source.get("dataset")):
             stride = registry.get(ep.dataset).stride
-            frames = resize(ep.frames[keep_frames(len(ep), stride)], (SIZE, SIZE))
+            kept = keep_frames(len(ep), stride)
+            frames = resize(ep.frames[kept], (SIZE, SIZE))
+            state = ep.state if ep.state is not None else np.zeros((len(ep), 0), np.float32)
             out[(ep.dataset, ep.episode_id)] = {
                 "tokens": tokenizer.encode(frames).numpy(),
                 "actions": chunk_actions(ep.actions, stride),
+                "state": state[kept],
                 "split": ep.split,
             }
     return out
@@ -86,19 +91,26 @@ def store_content(url: str) -> dict[tuple[str, str], dict]:
         for i, episode_id in enumerate(view.episode_ids):
             assert (name, episode_id) not in out, f"{name}/{episode_id} stored twice"
             tokens, actions = ts.read_episode(name, i)
-            out[(name, episode_id)] = {"tokens": tokens, "actions": actions, "split": view.split[i]}
+            state = ts.read_state(name, i, 0, len(tokens))
+            out[(name, episode_id)] = {
+                "tokens": tokens,
+                "actions": actions,
+                "state": state,
+                "split": view.split[i],
+            }
     return out
 
 
 def assert_store_matches(url: str, expected: dict[tuple[str, str], dict], kind: str) -> None:
-    """The store holds exactly the expected episodes, tokens (vq exact, soft to float16) and
-    actions, and per-dataset train stats over exactly those actions."""
+    """The store holds exactly the expected episodes, tokens (vq exact, soft to float16), actions
+    and state, and per-dataset train stats over exactly those actions."""
     got = store_content(url)
     assert sorted(got) == sorted(expected)
     for key, want in expected.items():
         have = got[key]
         assert have["split"] == want["split"], key
         np.testing.assert_array_equal(have["actions"], want["actions"], err_msg=str(key))
+        np.testing.assert_array_equal(have["state"], want["state"], err_msg=str(key))
         if kind == "vq":
             np.testing.assert_array_equal(have["tokens"], want["tokens"], err_msg=str(key))
         else:

@@ -20,7 +20,8 @@ import yaml
 
 from hma import cli, storage
 from hma.cli.tokens import tokenize
-from hma.envs.procedural import procedural_episodes
+from hma.envs.procedural import STATE_DIM, procedural_episodes
+from hma.episodes import keep_frames
 from hma.formats import write_episodes
 from hma.pipeline.cluster import loopback_environment
 from hma.pipeline.plan import UNKNOWN_DATASET
@@ -141,6 +142,28 @@ def test_resume_after_the_driver_is_killed_mid_run(ray_cluster, workdir, fsq_ckp
     assert summary.units_skipped == len(done_before)
     assert summary.units_committed == 12 - len(done_before)
     assert_store_matches(url, expected_content(video, fsq_ckpt), "vq")
+
+
+def test_the_store_keeps_state_at_the_kept_frames(ray_cluster, workdir, fsq_ckpt):
+    source = str(workdir / "state_lift.hdf5")
+    episodes = procedural_episodes("robosuite_lift", 3, 11, 64, 5)  # stride 2: 5 kept frames
+    write_episodes(episodes, source, "robomimic")
+    url = str(workdir / "state.zarr")
+    summary = run_tokenize(_config([{"url": source}], fsq_ckpt, url))
+    assert summary.ok, summary.lines()
+
+    ts = TokenStore.open(url)
+    view = ts.dataset("robosuite_lift")
+    assert view.state_dim == STATE_DIM > 0 and len(view.units) == 2
+    for ep in episodes:
+        i = view.episode_ids.index(ep.episode_id)
+        kept = keep_frames(len(ep), view.stride)
+        np.testing.assert_array_equal(ts.read_state(view.name, i, 0, len(kept)), ep.state[kept])
+    train = np.concatenate(
+        [ep.state[keep_frames(len(ep), 2)] for ep in episodes if ep.split == "train"]
+    )
+    assert view.state_stats.count == len(train)
+    np.testing.assert_allclose(view.state_stats.mean, train.mean(0, dtype=np.float64), rtol=1e-9)
 
 
 def _kill_tokenizer_actor(job_id: str, store_url: str, killed: list) -> None:

@@ -22,7 +22,7 @@ from hma.training.optim import OptimConfig
 from hma.training.run import RunConfig
 
 # Model fields the token store decides; a config that sets them is refused.
-DATA_FIELDS = ("token_kind", "vocab_size", "latent_channels", "grid", "datasets")
+DATA_FIELDS = ("token_kind", "vocab_size", "latent_channels", "grid", "datasets", "states")
 
 
 class PretrainConfig(RunConfig):
@@ -55,6 +55,11 @@ class PretrainConfig(RunConfig):
         default=None, description="fine-tune: a pretraining checkpoint (or run dir) to start from"
     )
     freeze_trunk: bool = Field(default=False, description="fine-tune only stems and heads")
+    state: bool = Field(
+        default=True,
+        description="model proprioceptive state where the stores keep it (False: video and "
+        "actions only, as in the paper)",
+    )
 
     @field_validator("model")
     @classmethod
@@ -80,11 +85,17 @@ class PretrainConfig(RunConfig):
 
 
 def resolve_model_config(
-    config: PretrainConfig, info: TokenizerInfo, widths: dict[str, int]
+    config: PretrainConfig, info: TokenizerInfo, widths: dict[str, int], states: dict[str, int]
 ) -> ModelConfig:
-    """The model a fresh run builds: the preset and overrides, plus what the data decides."""
+    """The model a fresh run builds: the preset and overrides, plus what the data decides
+    (action widths `widths` and, where the run models state, state widths `states`)."""
     overrides = {k: v for k, v in config.model.items() if k != "preset"}
-    data: dict[str, Any] = {"token_kind": info.kind, "grid": tuple(info.grid), "datasets": widths}
+    data: dict[str, Any] = {
+        "token_kind": info.kind,
+        "grid": tuple(info.grid),
+        "datasets": widths,
+        "states": states if config.state else {},
+    }
     if info.kind == "vq":
         data["vocab_size"] = info.vocab_size
     else:

@@ -54,6 +54,7 @@ def plan(config: PretrainConfig) -> Plan:
     window = base.window if base else _preset_window(config)
     source = MixedSource(config.data, window, "train")
     info, widths = source.tokenizer, source.widths
+    states = source.state_widths if config.state else {}
     store_url = source.stores[0].url
     new: list[str] = []
     if init and base:
@@ -64,10 +65,24 @@ def plan(config: PretrainConfig) -> Plan:
                     f"dataset {name!r}: the checkpoint {init} has action width "
                     f"{base.datasets[name]}, the store {source.stores[source.owner[name]].url} has {width}"
                 )
+            if name in base.states and base.states[name] != states.get(name, 0):
+                raise ConfigError(
+                    f"dataset {name!r}: the checkpoint {init} models state of width "
+                    f"{base.states[name]}, the store {source.stores[source.owner[name]].url} "
+                    f"has {states.get(name, 0)} (set state: false to fine-tune without state "
+                    "only if the checkpoint has none)"
+                )
         new = sorted(set(widths) - set(base.datasets))
-        model = ModelConfig(**{**base.model_dump(), "datasets": {**base.datasets, **widths}})
+        added = {n: w for n, w in states.items() if n in new}  # state stems of new datasets
+        model = ModelConfig(
+            **{
+                **base.model_dump(),
+                "datasets": {**base.datasets, **widths},
+                "states": {**base.states, **added},
+            }
+        )
     else:
-        model = resolve_model_config(config, info, widths)
+        model = resolve_model_config(config, info, widths, states)
     resume = ckpt.latest(config.run_url)
     if resume:
         ckpt.check_tokenizer(ckpt.read_meta(resume), resume, info.fingerprint, store_url)
@@ -87,6 +102,8 @@ def plan(config: PretrainConfig) -> Plan:
             "stride": source.view(name).stride,
             "action_dim": source.view(name).action_dim,
             "action_stats": stats[name].to_dict(exact=True) if stats[name] else None,
+            "state_dim": model.states.get(name, 0),
+            "state_stats": _state_stats(source.view(name), model.states.get(name, 0)),
             "train_windows": source.counts[name],
             "weight": weights[name],
         }
@@ -94,6 +111,13 @@ def plan(config: PretrainConfig) -> Plan:
     }
     meta = {"tokenizer": info.to_dict(), "datasets": datasets, "init_from": init}
     return Plan(model, meta, resume, init, new)
+
+
+def _state_stats(view: Any, width: int) -> dict[str, Any] | None:
+    """The train-split state statistics the model's state is normalised with (None: no state)."""
+    if not width or view.state_stats is None:
+        return None
+    return view.state_stats.to_dict(exact=True)
 
 
 def _preset_window(config: PretrainConfig) -> int:

@@ -58,13 +58,20 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
         sink.send({"message": f"resumed at step {state.step} ({state.seconds:.0f}s trained)"})
 
     source = MixedSource(config.data, model_config.window, "train")
-    sampling = SamplingStream(source, config.data.batch_size, model_config.action_width, stream)
+    sampling = SamplingStream(
+        source, config.data.batch_size, model_config.action_width, stream, model_config.state_width
+    )
     validator = None
     if rank == 0 or config.parallel == "fsdp2":  # FSDP2 forwards are collective
         val_source = MixedSource(config.data, model_config.window, "val")
         out = storage.join(config.run_url, "validation") if rank == 0 else None
         validator = Validator(
-            config.validation, val_source, model_config.action_width, out, worker.device
+            config.validation,
+            val_source,
+            model_config.action_width,
+            out,
+            worker.device,
+            model_config.state_width,
         )
 
     clock = Clock(state.seconds)

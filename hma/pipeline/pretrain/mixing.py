@@ -131,6 +131,11 @@ class MixedSource:
         return {n: self.view(n).stride * self.view(n).action_dim for n in self.datasets}
 
     @property
+    def state_widths(self) -> dict[str, int]:
+        """Proprioceptive state width per dataset that has state."""
+        return {n: self.view(n).state_dim for n in self.datasets if self.view(n).state_dim}
+
+    @property
     def stats(self) -> dict[str, ActionStats | None]:
         return {n: self.view(n).stats for n in self.datasets}
 
@@ -145,14 +150,26 @@ class MixedSource:
         return self.samplers[name].sample(name, n, rng)
 
 
-def collate(windows: list[Window], action_width: int) -> Batch:
-    """Windows -> Batch: tokens stacked, actions zero-padded to `action_width` columns."""
+def collate(windows: list[Window], action_width: int, state_width: int = 0) -> Batch:
+    """Windows -> Batch: tokens stacked, actions zero-padded to `action_width` columns, state
+    to `state_width` (0: a model without state, no state in the batch)."""
     tokens = np.stack([w.tokens for w in windows])  # [B,T,h,w] | [B,T,C,h,w]
-    t = tokens.shape[1]
-    actions = np.zeros((len(windows), t, action_width), np.float32)  # [B,T,A_max]
-    for i, w in enumerate(windows):
-        actions[i, :, : w.actions.shape[1]] = w.actions
-    return Batch(torch.from_numpy(tokens), torch.from_numpy(actions), [w.dataset for w in windows])
+    names = [w.dataset for w in windows]
+    actions = _padded([w.actions for w in windows], action_width)  # [B,T,A_max]
+    if not state_width:
+        return Batch(torch.from_numpy(tokens), torch.from_numpy(actions), names)
+    state = _padded([w.state for w in windows], state_width)  # [B,T,P_max]
+    return Batch(
+        torch.from_numpy(tokens), torch.from_numpy(actions), names, torch.from_numpy(state)
+    )
+
+
+def _padded(rows: list[np.ndarray], width: int) -> np.ndarray:
+    """Rows [T,W_i] -> float32 [B,T,width], zero past each row's own W_i."""
+    out = np.zeros((len(rows), rows[0].shape[0], width), np.float32)
+    for i, row in enumerate(rows):
+        out[i, :, : row.shape[1]] = row
+    return out
 
 
 @dataclass
@@ -182,10 +199,18 @@ class StreamState:
 class SamplingStream:
     """Worker `state.rank`'s shard of the global, deterministic stream of mixed micro-batches."""
 
-    def __init__(self, source: MixedSource, batch_size: int, action_width: int, state: StreamState):
+    def __init__(
+        self,
+        source: MixedSource,
+        batch_size: int,
+        action_width: int,
+        state: StreamState,
+        state_width: int = 0,
+    ):
         self.source = source
         self.batch_size = batch_size
         self.action_width = action_width
+        self.state_width = state_width
         self.state = state
         weights = source.weights()
         self.names = [n for n in source.datasets if weights[n] > 0]
@@ -203,7 +228,7 @@ class SamplingStream:
             where = np.flatnonzero(rows == k)
             for i, w in zip(where, self.source.sample(self.names[k], len(where), rng), strict=True):
                 windows[i] = w
-        return collate(windows, self.action_width)  # type: ignore[arg-type]
+        return collate(windows, self.action_width, self.state_width)  # type: ignore[arg-type]
 
     def prefetch(self, depth: int) -> Prefetcher[Batch]:
         return Prefetcher(self.batch, self.state.position, depth)

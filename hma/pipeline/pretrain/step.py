@@ -59,8 +59,8 @@ class LossModule(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, tokens, actions, datasets, mode: str) -> dict[str, torch.Tensor]:
-        return self.model.loss(Batch(tokens, actions, list(datasets)), mode)
+    def forward(self, tokens, actions, datasets, mode: str, state=None) -> dict[str, torch.Tensor]:
+        return self.model.loss(Batch(tokens, actions, list(datasets), state), mode)
 
 
 @dataclass(kw_only=True)
@@ -161,7 +161,7 @@ def train_step(
     """One optimizer step over `micro_batches` (on CPU or already on the device)."""
     device = next(state.root.parameters()).device
     amp = step.bf16 and device.type == "cuda"
-    sums = {"total": 0.0, "video": 0.0, "action": 0.0}
+    sums = {"total": 0.0, "video": 0.0, "action": 0.0, "state": 0.0}
     k = len(micro_batches)
     tokens = 0
     for i, batch in enumerate(micro_batches):
@@ -175,7 +175,7 @@ def train_step(
         if last and state.parallel == "fsdp2" and is_distributed():
             state.root.set_requires_gradient_sync(True)
         with _no_sync(state, last), torch.autocast(device.type, torch.bfloat16, enabled=amp):
-            losses = state.runner(batch.tokens, batch.actions, batch.datasets, mode)
+            losses = state.runner(batch.tokens, batch.actions, batch.datasets, mode, batch.state)
         (losses["total"] / k).backward()
         for key in sums:
             sums[key] += float(losses[key].detach()) / k
@@ -188,6 +188,7 @@ def train_step(
         "loss": sums["total"],
         "video_loss": sums["video"],
         "action_loss": sums["action"],
+        "state_loss": sums["state"],
         "grad_norm": norm,
         "lr": lr,
         "tokens": float(tokens),

@@ -128,6 +128,7 @@ class Validator:
         action_width: int,
         out_url: str | None,
         device: torch.device,
+        state_width: int = 0,
     ):
         if source.split != "val":
             raise ValueError("the validation source must read the val split")
@@ -144,7 +145,7 @@ class Validator:
                 self.skipped[name] = f"no val episode of >= {source.window} kept frames"
                 continue
             windows = source.sample(name, config.windows, rng)
-            self.batches[name] = collate(windows, action_width)
+            self.batches[name] = collate(windows, action_width, state_width)
             if config.rollouts:
                 self._draw_rollouts(source, name, action_width, rollout_rng)
         self.info = source.tokenizer

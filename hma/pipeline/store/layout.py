@@ -2,7 +2,7 @@
 
     <store>/zarr.json                 root group; attrs {"format", "version", "tokenizer"}
     <store>/<dataset>/                group; attrs written by `finalize` only
-    <store>/<dataset>/shards/<unit>/  tokens, actions, episodes (one Ray task per unit)
+    <store>/<dataset>/shards/<unit>/  tokens, actions, state (if any), episodes (one task per unit)
     <store>/_quarantine/<unit>.json   rejected episodes of one unit, with reasons
     <store>/_commits/<unit>.json      the unit's commit record, written last
 
@@ -34,6 +34,7 @@ QUARANTINE = "_quarantine"
 SHARDS = "shards"
 TOKENS = "tokens"
 ACTIONS = "actions"
+STATE = "state"  # per-frame proprioception; absent from the shards of a dataset without it
 EPISODES = "episodes"
 UINT16_VOCAB = 2**16  # vq ids below this fit uint16; larger vocabularies are stored as uint32
 

@@ -1,6 +1,7 @@
 """Reading a token store: committed units only, an in-memory episode index, random windows.
 
-    E episodes, T window (kept frames), s stride, A action dim, h x w token grid, c channels
+    E episodes, T window (kept frames), s stride, A action dim, S state dim, h x w token grid,
+    c channels
 
 `TokenStore.open` lists `_commits/` once and reads every commit record in one batched call; the
 records carry each unit's episode index, so nothing else is read until frames are. A window read
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import zarr
@@ -24,6 +25,7 @@ from hma.pipeline.store.layout import (
     ACTIONS,
     COMMITS,
     QUARANTINE,
+    STATE,
     TOKENS,
     StoreError,
     TokenizerInfo,
@@ -36,17 +38,19 @@ from hma.pipeline.store.layout import (
 from hma.stats import ActionStats
 
 READ_THREADS = 16  # concurrent window reads on a remote store (latency-bound small requests)
-ACTIONS_CACHE_BYTES = 256 * 2**20  # per TokenStore: whole shards' actions kept in memory
+ACTIONS_CACHE_BYTES = 256 * 2**20  # per TokenStore: whole shards' actions and state in memory
 
 
 @dataclass
 class DatasetView:
-    """One dataset of a store: layout, train-split action stats, and the episode index."""
+    """One dataset of a store: layout, train-split action and state stats, the episode index."""
 
     name: str
     stride: int
     action_dim: int
+    state_dim: int  # S of the stored state [F,S]; 0: the dataset has no state
     stats: ActionStats | None  # train split, merged over commits in unit order; None: no train
+    state_stats: ActionStats | None  # the same for the state; None also when state_dim is 0
     spec: DatasetSpec | None  # registry entry recorded by `finalize`; None before finalize
     units: list[str]  # committed units holding this dataset, sorted
     unit: np.ndarray  # int64 [E] index into `units`
@@ -67,7 +71,16 @@ class Window:
     start: int  # first kept frame of the window within its episode
     tokens: np.ndarray  # vq int64 [T,h,w] | soft float32 [T,c,h,w]
     actions: np.ndarray  # float32 [T, s*A], normalised with the dataset's train stats
+    state: np.ndarray  # float32 [T, S], normalised with the train state stats; [T, 0]: none
     episode: int  # index of the episode in the dataset's view
+
+
+class _Shard(NamedTuple):
+    """One shard's arrays; actions and state are read into memory while the cache has room."""
+
+    tokens: zarr.Array
+    actions: zarr.Array | np.ndarray
+    state: zarr.Array | np.ndarray | None  # None: the dataset has no state
 
 
 class TokenStore:
@@ -79,7 +92,7 @@ class TokenStore:
         self.units = sorted(commits)
         self.read = sum(int(c["read"]) for c in commits.values())
         self._views = build_views(url, self.units, commits)
-        self._arrays: dict[tuple[str, int], tuple[zarr.Array, zarr.Array]] = {}
+        self._arrays: dict[tuple[str, int], _Shard] = {}
         self._pool: ThreadPoolExecutor | None = None
         self._cached_bytes = 0
 
@@ -124,51 +137,76 @@ class TokenStore:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Kept frames [start, stop) of episode `i`: (tokens vq int64 | soft float32, actions
         float32 [stop-start, s, A]); reads only that range of the shard."""
+        shard, rows = self._rows(name, i, start, stop)
+        out = shard.tokens[rows]
+        out = out.astype(np.int64) if self.kind == "vq" else out.astype(np.float32)
+        return out, np.asarray(shard.actions[rows], dtype=np.float32)
+
+    def read_state(self, name: str, i: int, start: int, stop: int) -> np.ndarray:
+        """Raw state float32 [stop-start, S] at kept frames [start, stop) of episode `i`;
+        [stop-start, 0] when the dataset has no state."""
+        shard, rows = self._rows(name, i, start, stop)
+        if shard.state is None:
+            return np.zeros((stop - start, 0), np.float32)
+        return np.asarray(shard.state[rows], dtype=np.float32)
+
+    def read_many(
+        self, name: str, requests: list[tuple[int, int, int]]
+    ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(tokens, actions, state) of `read_frames` and `read_state` for each (episode, start,
+        stop); concurrent on remote stores."""
+
+        def read(r: tuple[int, int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            return (*self.read_frames(name, *r), self.read_state(name, *r))
+
+        if len(requests) < 2 or not storage.is_remote(self.url):
+            return [read(r) for r in requests]
+        view = self.dataset(name)
+        for unit in sorted({int(view.unit[r[0]]) for r in requests}):
+            self._open(name, unit)  # once each, before the threads (no herd of duplicate opens)
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="token-store")
+        return list(self._pool.map(read, requests))
+
+    def _rows(self, name: str, i: int, start: int, stop: int) -> tuple[_Shard, slice]:
+        """Episode `i`'s shard and the rows of its kept frames [start, stop) in it."""
         view = self.dataset(name)
         if not 0 <= start < stop <= view.length[i]:
             raise ValueError(
                 f"frames [{start}, {stop}) outside episode {view.episode_ids[i]!r} "
                 f"of {view.length[i]} frames"
             )
-        tokens, actions = self._open(name, int(view.unit[i]))
         first = int(view.start[i]) + start
-        last = first + (stop - start)
-        out = tokens[first:last]
-        out = out.astype(np.int64) if self.kind == "vq" else out.astype(np.float32)
-        return out, np.asarray(actions[first:last], dtype=np.float32)
+        return self._open(name, int(view.unit[i])), slice(first, first + (stop - start))
 
-    def read_many(
-        self, name: str, requests: list[tuple[int, int, int]]
-    ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """`read_frames` for each (episode, start, stop); concurrent on remote stores."""
-        if len(requests) < 2 or not storage.is_remote(self.url):
-            return [self.read_frames(name, *r) for r in requests]
-        view = self.dataset(name)
-        for unit in sorted({int(view.unit[r[0]]) for r in requests}):
-            self._open(name, unit)  # once each, before the threads (no herd of duplicate opens)
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="token-store")
-        return list(self._pool.map(lambda r: self.read_frames(name, *r), requests))
-
-    def _open(self, name: str, unit: int) -> tuple[zarr.Array, zarr.Array | np.ndarray]:
-        """The shard's (tokens, actions) arrays, opened once. Actions are small (s*A floats per
-        frame), so a shard's whole actions array is read into memory on first use while the
+    def _open(self, name: str, unit: int) -> _Shard:
+        """The shard's arrays, opened once. Actions and state are small (s*A and S floats per
+        frame), so a shard's whole arrays of them are read into memory on first use while the
         process holds less than ACTIONS_CACHE_BYTES of them: each window then costs only the
-        token reads (on S3, two range requests instead of four)."""
+        token reads (on S3, two range requests instead of four or six)."""
         key = (name, unit)
         if key not in self._arrays:
             store = zarr_store(self.url, read_only=True)
-            path = shard_path(name, self.dataset(name).units[unit])
+            view = self.dataset(name)
+            path = shard_path(name, view.units[unit])
+            names = (TOKENS, ACTIONS, STATE) if view.state_dim else (TOKENS, ACTIONS)
             try:
-                tokens = zarr.open_array(store, path=f"{path}/{TOKENS}", mode="r", zarr_format=3)
-                actions = zarr.open_array(store, path=f"{path}/{ACTIONS}", mode="r", zarr_format=3)
+                arrays = [
+                    zarr.open_array(store, path=f"{path}/{a}", mode="r", zarr_format=3)
+                    for a in names
+                ]
             except (FileNotFoundError, zarr.errors.ArrayNotFoundError) as e:
                 raise StoreError(f"{self.url}: committed shard {path} is missing: {e}") from e
-            if self._cached_bytes + actions.nbytes <= ACTIONS_CACHE_BYTES:
-                actions = actions[:]
-                self._cached_bytes += actions.nbytes
-            self._arrays[key] = (tokens, actions)
+            tokens, small = arrays[0], [self._cached(a) for a in arrays[1:]]
+            self._arrays[key] = _Shard(tokens, small[0], small[1] if view.state_dim else None)
         return self._arrays[key]
+
+    def _cached(self, array: zarr.Array) -> zarr.Array | np.ndarray:
+        """`array` read whole into memory while the cache has room, else the array itself."""
+        if self._cached_bytes + array.nbytes > ACTIONS_CACHE_BYTES:
+            return array
+        self._cached_bytes += array.nbytes
+        return array[:]
 
     def close(self) -> None:
         """Stop the read threads (a later read starts them again)."""
@@ -189,7 +227,8 @@ class WindowSampler:
     """Uniformly random windows of `window` consecutive kept frames, each inside one episode.
 
     Episodes of `split` (None: every split) shorter than the window are skipped; `skipped[name]`
-    counts them. Actions come normalised with the dataset's train stats and flattened [T, s*A].
+    counts them. Actions come normalised with the dataset's train stats and flattened [T, s*A],
+    state normalised with its train state stats [T, S] ([T, 0] for a dataset without state).
     """
 
     def __init__(
@@ -258,9 +297,11 @@ class WindowSampler:
         requests = [(int(e), int(o), int(o) + T) for e, o in zip(episodes, starts, strict=True)]
         out = []
         read = self.store.read_many(dataset, requests)
-        for (e, o, _), (tokens, actions) in zip(requests, read, strict=True):
+        for (e, o, _), (tokens, actions, state) in zip(requests, read, strict=True):
             flat = view.stats.normalise(actions).reshape(T, -1)  # (T, s, A) -> (T, s*A)
-            out.append(Window(dataset, view.episode_ids[e], o, tokens, flat, e))
+            if view.state_dim:  # state stats exist: train episodes exist and all have state
+                state = view.state_stats.normalise(state)  # (T, S)
+            out.append(Window(dataset, view.episode_ids[e], o, tokens, flat, state, episode=e))
         return out
 
 
@@ -272,34 +313,27 @@ def build_views(
     parts: dict[str, dict[str, Any]] = {}
     for unit in units:  # sorted: the stats merge order `finalize` uses
         for name, rec in commits[unit]["datasets"].items():
+            shape = _shape(rec)
             p = parts.setdefault(
-                name,
-                {
-                    "units": [],
-                    "cols": [],
-                    "stats": None,
-                    "shape": (rec["stride"], rec["action_dim"]),
-                },
+                name, {"units": [], "cols": [], "stats": None, "state_stats": None, "shape": shape}
             )
-            if tuple(p["shape"]) != (rec["stride"], rec["action_dim"]):
-                raise StoreError(
-                    f"{url}: unit {unit!r} stores dataset {name!r} with [stride, A] = "
-                    f"{[rec['stride'], rec['action_dim']]}, earlier units with {list(p['shape'])}"
-                )
+            if p["units"]:
+                _check_shape(url, name, (p["units"][0], p["shape"]), (unit, shape))
             p["cols"].append((len(p["units"]), rec["index"]))
             p["units"].append(unit)
-            if rec["train_stats"]:
-                part = ActionStats.from_dict(rec["train_stats"])
-                p["stats"] = part if p["stats"] is None else p["stats"].merge(part)
+            p["stats"] = _merged(p["stats"], rec["train_stats"])
+            p["state_stats"] = _merged(p["state_stats"], rec.get("state_train_stats"))
     views = {}
     specs = _finalized_specs(url, list(parts))
     for name, p in parts.items():
         cols = p["cols"]
         views[name] = DatasetView(
             name=name,
-            stride=int(p["shape"][0]),
-            action_dim=int(p["shape"][1]),
+            stride=p["shape"]["stride"],
+            action_dim=p["shape"]["action_dim"],
+            state_dim=p["shape"]["state_dim"],
             stats=p["stats"],
+            state_stats=p["state_stats"],
             spec=specs.get(name),
             units=p["units"],
             unit=np.concatenate([np.full(len(c["start"]), u, np.int64) for u, c in cols]),
@@ -310,6 +344,38 @@ def build_views(
             episode_ids=[e for _, c in cols for e in c["episode_id"]],
         )
     return views
+
+
+def _shape(rec: dict[str, Any]) -> dict[str, int]:
+    """A commit record's layout of one dataset; stores written before state was kept have no
+    "state_dim" (no state)."""
+    return {
+        "stride": int(rec["stride"]),
+        "action_dim": int(rec["action_dim"]),
+        "state_dim": int(rec.get("state_dim", 0)),
+    }
+
+
+def _check_shape(
+    url: str, name: str, first: tuple[str, dict[str, int]], other: tuple[str, dict[str, int]]
+) -> None:
+    """Two (unit, layout) of dataset `name` agree: every unit of a dataset joins one view."""
+    (unit_a, a), (unit_b, b) = first, other
+    for key in a:
+        if a[key] != b[key]:
+            raise StoreError(
+                f"{url}: dataset {name!r} has {key} {a[key]} in unit {unit_a!r} but {b[key]} "
+                f"in unit {unit_b!r}"
+            )
+
+
+def _merged(total: ActionStats | None, part: dict[str, Any] | None) -> ActionStats | None:
+    """`total` with one commit's exact train stats merged in (in unit order); None: neither has
+    train rows."""
+    if not part:
+        return total
+    stats = ActionStats.from_dict(part)
+    return stats if total is None else total.merge(stats)
 
 
 def _finalized_specs(url: str, names: list[str]) -> dict[str, DatasetSpec]:

@@ -125,6 +125,8 @@ def inspect_store(url: str) -> dict[str, Any]:
             "stride": view.stride,
             "action_dim": view.action_dim,
             "action_stats": view.stats.to_dict() if view.stats else None,
+            "state_dim": view.state_dim,
+            "state_stats": view.state_stats.to_dict() if view.state_stats else None,
             "success": {k: int((view.success == v).sum()) for k, v in SUCCESS_CODES.items()},
             "units": len(view.units),
             "finalized": view.spec is not None,
@@ -157,15 +159,23 @@ def inspect_lines(info: dict[str, Any]) -> list[str]:
         episodes = ", ".join(f"{k} {v}" for k, v in sorted(d["episodes"].items()))
         lines.append(
             f"  {name}: {episodes}; {d['frames']} frames, {d['tokens']} tokens, "
-            f"stride {d['stride']}, action dim {d['action_dim']}"
+            f"stride {d['stride']}, action dim {d['action_dim']}, state dim {d['state_dim']}"
         )
-        stats = d["action_stats"]
-        if stats:
-            for key in ("mean", "std", "min", "max"):
-                values = " ".join(f"{v:.4g}" for v in stats[key])
-                lines.append(f"    {key:>4} [{values}]")
+        lines += _stats_lines("action", d["action_stats"])
+        lines += _stats_lines("state", d["state_stats"])
     for q in info["quarantine"]:
         lines.append(f"  quarantined {q['dataset']}/{q['episode_id']}: {q['reason']}")
+    return lines
+
+
+def _stats_lines(what: str, stats: dict[str, Any] | None) -> list[str]:
+    """Per-dimension train stats of `what` ("action" | "state"), a line per statistic."""
+    if not stats:
+        return []
+    lines = []
+    for key in ("mean", "std", "min", "max"):
+        values = " ".join(f"{v:.4g}" for v in stats[key])
+        lines.append(f"    {what:>6} {key:>4} [{values}]")
     return lines
 
 

@@ -1,17 +1,20 @@
 """The token store's writer side: create a store, write one unit per Ray task, finalize on the driver.
 
-    F kept frames, s stride, A action dim, h x w token grid, c latent channels (soft)
+    F kept frames, s stride, A action dim, S state dim, h x w token grid, c latent channels (soft)
 
     <store>/<dataset>/shards/<unit>/
         tokens     vq: uint16 (uint32 if vocab > 65536) [F,h,w]  |  soft: float16 [F,c,h,w]
         actions    float32 [F,s,A]   raw actions between kept frame f and f+1
+        state      float32 [F,S]     raw proprioception at kept frame f; only if the dataset has it
         episodes   group; attrs = the episode index as columns:
                    {"episode_id": [..], "split": [..], "success": [-1|0|1 ..],
                     "start": [..], "length": [..]}   (start/length in frames of this shard)
 
-The same index also travels in the unit's commit record (`datasets[name]["index"]`), so readers
-learn every episode of a store from the commits alone (one listing + one batched read) and open a
-shard's arrays only to read frames. Arrays are chunked along F and grouped into zarr shards
+The same index also travels in the unit's commit record (`datasets[name]["index"]`), beside the
+layout ("stride", "action_dim", "state_dim": 0 without state) and the exact train-split stats
+("train_stats" of the actions, "state_train_stats"), so readers learn every episode of a store
+from the commits alone (one listing + one batched read) and open a shard's arrays only to read
+frames. Arrays are chunked along F and grouped into zarr shards
 (`shards=`): one object per shard on S3, and a random window of tokens costs two range reads
 (shard index, then the chunk). A unit is built in memory and uploaded as one batch of PUTs.
 
@@ -43,6 +46,7 @@ from hma.pipeline.store.layout import (
     FORMAT,
     QUARANTINE,
     SHARDS,
+    STATE,
     TOKENS,
     VERSION,
     StoreError,
@@ -72,7 +76,8 @@ COMPRESSORS = (BloscCodec(cname="zstd", clevel=3, shuffle="shuffle"),)
 
 @dataclass
 class EncodedEpisode:
-    """One episode as the pipeline hands it to `write_unit`: tokens and strided raw actions."""
+    """One episode as the pipeline hands it to `write_unit`: tokens, strided raw actions and the
+    raw state at the kept frames."""
 
     dataset: str
     episode_id: str
@@ -80,6 +85,7 @@ class EncodedEpisode:
     success: bool | None
     tokens: np.ndarray  # vq int [F,h,w] | soft float [F,c,h,w]
     actions: np.ndarray  # float32 [F,s,A], see chunk_actions
+    state: np.ndarray | None = None  # float32 [F,S] at the kept frames; None or S = 0: no state
 
 
 @dataclass
@@ -173,9 +179,14 @@ def _stage_shard(
     unit: str,
     eps: list[EncodedEpisode],
 ) -> dict[str, Any]:
-    stride, action_dim = _check_episodes(url, info, dataset, eps)
+    stride, action_dim, state_dim = _check_episodes(url, info, dataset, eps)
     tokens = np.concatenate([_token_array(url, info, ep) for ep in eps])
-    actions = np.concatenate([np.asarray(ep.actions, dtype=np.float32) for ep in eps])
+    arrays = {
+        TOKENS: tokens,
+        ACTIONS: np.concatenate([np.asarray(ep.actions, dtype=np.float32) for ep in eps]),
+    }
+    if state_dim:
+        arrays[STATE] = np.concatenate([np.asarray(ep.state, dtype=np.float32) for ep in eps])
     lengths = [int(ep.tokens.shape[0]) for ep in eps]
     starts = [int(s) for s in np.cumsum([0, *lengths[:-1]])]
     index = {
@@ -186,26 +197,36 @@ def _stage_shard(
         "length": lengths,
     }
     group = memory.create_group(shard_path(dataset, unit))
-    for name, data in ((TOKENS, tokens), (ACTIONS, actions)):
+    for name, data in arrays.items():
         chunks, shards = _layout(data.shape, data.dtype.itemsize)
         group.create_array(name, data=data, chunks=chunks, shards=shards, compressors=COMPRESSORS)
     group.create_group(EPISODES, attributes=index)
 
-    # stats of exactly the float32 values stored, so readers normalise what they read
     train = [
-        actions[start : start + n].reshape(-1, action_dim)  # (F*s, A)
+        (start, start + n)
         for ep, start, n in zip(eps, starts, lengths, strict=True)
         if ep.split == "train"
     ]
-    stats = ActionStats.of(np.concatenate(train)) if train else None
     return {
         "episodes": len(eps),
         "frames": int(tokens.shape[0]),
         "stride": stride,
         "action_dim": action_dim,
-        "train_stats": stats.to_dict(exact=True) if stats else None,
+        "state_dim": state_dim,
+        "train_stats": _train_stats(arrays[ACTIONS], train),
+        "state_train_stats": _train_stats(arrays[STATE], train) if state_dim else None,
         "index": index,
     }
+
+
+def _train_stats(data: np.ndarray, train: list[tuple[int, int]]) -> dict[str, Any] | None:
+    """Exact stats (for the Chan merge) of the train episodes' frame ranges of `data` [F,...,D],
+    per last dimension; None without train episodes. Computed on exactly the float32 values
+    stored, so readers normalise what they read."""
+    if not train:
+        return None
+    rows = np.concatenate([data[a:b].reshape(-1, data.shape[-1]) for a, b in train])  # (N, D)
+    return ActionStats.of(rows).to_dict(exact=True)
 
 
 def _upload(url: str, unit: str, datasets: list[str], staged: dict[str, Any]) -> None:
@@ -231,10 +252,11 @@ def _upload(url: str, unit: str, datasets: list[str], staged: dict[str, Any]) ->
 
 def _check_episodes(
     url: str, info: TokenizerInfo, dataset: str, eps: list[EncodedEpisode]
-) -> tuple[int, int]:
-    """(stride, action_dim) shared by every episode; StoreError naming the first one that breaks
-    the layout (the pipeline should have quarantined it)."""
+) -> tuple[int, int, int]:
+    """(stride, action_dim, state_dim) shared by every episode; StoreError naming the first one
+    that breaks the layout (the pipeline should have quarantined it)."""
     first = eps[0].actions.shape
+    state_dim = _state_dim(eps[0])
     for ep in eps:
         where = f"{url}: dataset {dataset!r}, episode {ep.episode_id!r}"
         frames = ep.tokens.shape[0] if ep.tokens.ndim else 0
@@ -251,7 +273,31 @@ def _check_episodes(
             raise StoreError(f"{where}: actions [F,s,A] = {list(ep.actions.shape)}, others {first}")
         if ep.split not in SPLITS:
             raise StoreError(f"{where}: split {ep.split!r}, expected one of {SPLITS}")
-    return int(first[1]), int(first[2])
+        _check_state(where, ep, frames, state_dim, eps[0].episode_id)
+    return int(first[1]), int(first[2]), state_dim
+
+
+def _state_dim(ep: EncodedEpisode) -> int:
+    """S of the episode's state [F,S]; 0 when it has none."""
+    return 0 if ep.state is None or np.ndim(ep.state) != 2 else int(ep.state.shape[1])
+
+
+def _state_words(state_dim: int) -> str:
+    return f"state width {state_dim}" if state_dim else "no state"
+
+
+def _check_state(where: str, ep: EncodedEpisode, frames: int, state_dim: int, first: str) -> None:
+    """One dataset's shard holds one state array [F,S], so every episode in it has state of the
+    same width S (or every one has none)."""
+    if ep.state is not None and np.ndim(ep.state) != 2:
+        raise StoreError(f"{where}: state {list(np.shape(ep.state))}, expected [{frames},S]")
+    if _state_dim(ep) != state_dim:
+        raise StoreError(
+            f"{where}: {_state_words(_state_dim(ep))}, but episode {first!r} of this unit has "
+            f"{_state_words(state_dim)}; every episode of a dataset needs state of one width"
+        )
+    if state_dim and ep.state.shape[0] != frames:
+        raise StoreError(f"{where}: state {list(ep.state.shape)}, expected [{frames},{state_dim}]")
 
 
 def _token_array(url: str, info: TokenizerInfo, ep: EncodedEpisode) -> np.ndarray:
@@ -303,9 +349,9 @@ def committed_episodes(url: str) -> set[tuple[str, str]]:
 
 
 def finalize(url: str, registry: Registry) -> StoreSummary:
-    """Driver only: merge every dataset's train-split action stats over the commits in sorted unit
-    order (exact Chan merge) into the dataset group attrs; count what was read, committed and
-    quarantined per dataset."""
+    """Driver only: merge every dataset's train-split action and state stats over the commits in
+    sorted unit order (exact Chan merge) into the dataset group attrs; count what was read,
+    committed and quarantined per dataset."""
     store = zarr_store(url)
     info = TokenizerInfo.from_dict(read_root(url, store)["tokenizer"])
     units = list_json(url, COMMITS)
@@ -334,6 +380,8 @@ def finalize(url: str, registry: Registry) -> StoreSummary:
             "stride": view.stride,
             "action_dim": view.action_dim,
             "action_stats": view.stats.to_dict(exact=True) if view.stats else None,
+            "state_dim": view.state_dim,
+            "state_stats": view.state_stats.to_dict(exact=True) if view.state_stats else None,
             "episodes": row.committed,
             "splits": dict(row.episodes),
             "frames": row.frames,

@@ -75,6 +75,12 @@ def test_two_workers_train_validate_and_checkpoint(reference, data):
     assert len(lift["action_stats"]["mean"]) == 7 and 0 < lift["weight"] < 1
     model = load_model(ckpt.model_url(result.checkpoint))  # a plain HMA checkpoint inside
     assert set(model.config.datasets) == {"pusht", "robosuite_lift"}
+    # proprioception where the store keeps it: a state stem and head, statistics, a loss
+    assert model.config.states == {"robosuite_lift": 3} and lift["state_dim"] == 3
+    assert (
+        len(lift["state_stats"]["mean"]) == 3 and meta["datasets"]["pusht"]["state_stats"] is None
+    )
+    assert any(r.get("state_loss", 0) > 0 for r in result.records)
     state = checkpoint.load_state(result.checkpoint)
     assert set(state["rng"]) == {"0", "1"} and state["scheduler"]["last_epoch"] == 6
     # validation: per-dataset metrics, a table, PNGs, TensorBoard events

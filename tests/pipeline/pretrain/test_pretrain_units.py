@@ -169,3 +169,28 @@ def test_accumulation_averages_the_micro_batch_losses(store, tmp_path):
     ref.optimizer.step()
     for (name, p), q in zip(acc.model.named_parameters(), ref.model.parameters(), strict=True):
         assert torch.allclose(p, q, atol=1e-6), name
+
+
+def test_the_model_takes_state_widths_from_the_store_unless_told_not_to(store, tmp_path):
+    with_state = plan(PretrainConfig.model_validate(tiny_config([store], str(tmp_path), "s")))
+    assert with_state.model.states == {"robosuite_lift": 3}
+    lift = with_state.meta["datasets"]["robosuite_lift"]
+    assert lift["state_dim"] == 3 and len(lift["state_stats"]["std"]) == 3
+    config = tiny_config([store], str(tmp_path), "v", state=False)
+    without = plan(PretrainConfig.model_validate(config))
+    assert (
+        without.model.states == {} and without.meta["datasets"]["robosuite_lift"]["state_dim"] == 0
+    )
+
+
+def test_batches_carry_normalised_state_padded_for_rows_without_it(store):
+    source = MixedSource(MixConfig(stores=[{"url": store}], batch_size=6), 4)
+    stream = SamplingStream(source, 6, 14, StreamState(seed=0, rank=0, world=1), state_width=3)
+    batch = stream.batch(0)
+    assert batch.state is not None and batch.state.shape == (6, 4, 3)
+    for row, name in enumerate(batch.datasets):
+        if name == "pusht":
+            assert (batch.state[row] == 0).all()
+    assert (
+        SamplingStream(source, 6, 14, StreamState(seed=0, rank=0, world=1)).batch(0).state is None
+    )
