@@ -32,14 +32,14 @@ claim); `make test` runs it.
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from experiments import stages as st
 from experiments.results import RESULTS, Run, write_image, write_section
+from experiments.stages import Recording, Stages, WorldModelSizes
 
 ENV = "metaworld_reach"
 SECTION = "Policy evaluation in the learned simulator (paper Table 5)"
@@ -48,27 +48,28 @@ SECTION = "Policy evaluation in the learned simulator (paper Table 5)"
 @dataclass(frozen=True)
 class Sizes:
     frame: int = 64
-    record: tuple[tuple[str, int, float, int], ...] = (  # (name, episodes, expert noise, seed)
-        ("expert", 300, 0.0, 0),
-        ("noise05", 150, 0.5, 10000),
-        ("noise10", 150, 1.0, 20000),
-        ("noise20", 100, 2.0, 30000),
+    record: tuple[Recording, ...] = (
+        Recording("expert", 300, 0.0, 0),
+        Recording("noise05", 150, 0.5, 10000),
+        Recording("noise10", 150, 1.0, 20000),
+        Recording("noise20", 100, 2.0, 30000),
     )
     tokenizer: dict[str, Any] = field(default_factory=lambda: {"arch": "fsq", "preset": "small"})
     tokenizer_minutes: float = 12.0
-    model: dict[str, Any] = field(
-        default_factory=lambda: {
+    # forward dynamics only: the simulator renders the actions it is given
+    world_model: WorldModelSizes = WorldModelSizes(
+        model={
             "preset": "tiny",
             "window": 6,
             "d_model": 96,
             "layers": 6,
             "heads": 4,
             "stem_hidden": 96,
-        }
+        },
+        minutes=60.0,
+        steps=20000,
+        state=False,  # the paper's model: video and actions
     )
-    model_minutes: float = 60.0
-    model_steps: int = 20000
-    model_lr: float = 1.5e-3
     success_steps: int = 1500
     policy: str = "small"
     policy_steps: int = 3000
@@ -83,12 +84,12 @@ class Sizes:
 
 SMOKE = Sizes(
     frame=32,
-    record=(("expert", 4, 0.0, 0), ("noise20", 4, 2.0, 30000)),
+    record=(Recording("expert", 4, 0.0, 0), Recording("noise20", 4, 2.0, 30000)),
     tokenizer={"arch": "fsq", "preset": "tiny"},
     tokenizer_minutes=0.1,
-    model={"preset": "tiny", "window": 3},
-    model_minutes=0.2,
-    model_steps=4,
+    world_model=WorldModelSizes(
+        model={"preset": "tiny", "window": 3}, minutes=0.2, steps=4, state=False
+    ),
     success_steps=20,
     policy="tiny",
     policy_steps=20,
@@ -100,115 +101,6 @@ SMOKE = Sizes(
     workers=1,
     max_steps=24,
 )
-
-
-class Stages:
-    """Runs each stage once; its result (JSON) is kept in <root>/<stage>.json."""
-
-    def __init__(self, root: Path):
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-
-    def run(self, name: str, fn) -> dict[str, Any]:
-        marker = self.root / f"{name}.json"
-        if marker.exists():
-            print(f"[policy_eval] {name}: done earlier ({marker})", flush=True)
-            return json.loads(marker.read_text())
-        print(f"[policy_eval] {name} ...", flush=True)
-        result = fn()
-        marker.write_text(json.dumps(result, indent=2))
-        return result
-
-
-def record(root: Path, sizes: Sizes) -> dict[str, Any]:
-    from hma.envs.record import RecordJob
-    from hma.envs.record import record as record_episodes
-
-    sources = {}
-    for name, episodes, noise, seed in sizes.record:
-        url = str(root / "data" / name)
-        if not os.path.exists(url):
-            job = RecordJob(
-                env=ENV,
-                episodes=episodes,
-                out=url,
-                fmt="lerobot",
-                size=sizes.frame,
-                noise=noise,
-                seed=seed,
-                workers=sizes.workers,
-            )
-            print("\n".join(record_episodes(job).lines()), flush=True)
-        sources[name] = url
-    return {"sources": sources}
-
-
-def tokenizer(root: Path, sizes: Sizes, sources: list[str]) -> dict[str, Any]:
-    from hma.tokenize.data import DataConfig, FrameSource
-    from hma.tokenize.train import TrainConfig, train
-
-    config = TrainConfig(
-        name="fsq",
-        storage_path=str(root / "tokenizers"),
-        tokenizer=sizes.tokenizer,
-        data=DataConfig(
-            sources=[FrameSource(url=u) for u in sources], frame_size=(sizes.frame, sizes.frame)
-        ),
-        loss={"l1_weight": 1.0, "l2_weight": 10.0},
-        batch_size=8,
-        max_steps=100_000,
-        max_minutes=sizes.tokenizer_minutes,
-        log_every=500,
-        checkpoint_every=100_000,
-        val_frames=256,
-        torch_threads=2,
-    )
-    result = train(config)
-    return {"checkpoint": result.checkpoint, "val_psnr": result.metrics.get("val_psnr")}
-
-
-def store(root: Path, sizes: Sizes, sources: list[str], tokenizer_url: str) -> dict[str, Any]:
-    from hma.pipeline.tokenize_job import TokenizeJobConfig, run_tokenize
-
-    config = TokenizeJobConfig(
-        sources=[{"url": u} for u in sources],
-        tokenizer=tokenizer_url,
-        store=str(root / "store.zarr"),
-        frame_size=(sizes.frame, sizes.frame),
-        progress=False,
-    )
-    summary = run_tokenize(config)
-    print("\n".join(summary.lines()), flush=True)
-    if not summary.ok:
-        raise RuntimeError("the token store's counts do not balance")
-    return {"store": config.store, "frames": summary.frames}
-
-
-def world_model(root: Path, sizes: Sizes, store_url: str) -> dict[str, Any]:
-    from hma.pipeline.pretrain.config import PretrainConfig
-    from hma.pipeline.pretrain.driver import run_pretrain
-
-    config = PretrainConfig(
-        name="reach",
-        storage_path=str(root / "world_model"),
-        data={"stores": [{"url": store_url}], "batch_size": 16, "prefetch": 4},
-        model=sizes.model,
-        optim={"lr": sizes.model_lr, "warmup_steps": 200, "weight_decay": 0.05},
-        modes={"forward": 1.0},  # the simulator renders the actions it is given
-        max_steps=sizes.model_steps,
-        max_minutes=sizes.model_minutes,
-        log_every=200,
-        checkpoint_every=1000,
-        validation={
-            "every": 2000,
-            "windows": 32,
-            "rollouts": 32,
-            "rollout_frames": min(6, sizes.model["window"]),
-        },
-        torch_threads=2,
-    )
-    result = run_pretrain(config)
-    return {"checkpoint": result.checkpoint, "validation": result.validation}
 
 
 def success(root: Path, sizes: Sizes, sources: dict[str, str], checkpoint: str) -> dict[str, Any]:
@@ -369,22 +261,28 @@ def main(argv: list[str] | None = None) -> int:
     run = Run([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
     sizes = SMOKE if args.smoke else Sizes()
     root = Path(args.root)
-    stages = Stages(root)
+    stages = Stages(root, "policy_eval")
     from hma.pipeline import cluster
 
     cluster.connect()
     results: dict[str, Any] = {}
-    results["record"] = stages.run("record", lambda: record(root, sizes))
+    results["record"] = stages.run(
+        "record", lambda: st.record(root, ENV, sizes.record, sizes.frame, "lerobot", sizes.workers)
+    )
     sources = results["record"]["sources"]
     urls = list(sources.values())
     run.sample_load()
-    results["tokenizer"] = stages.run("tokenizer", lambda: tokenizer(root, sizes, urls))
+    results["tokenizer"] = stages.run(
+        "tokenizer",
+        lambda: st.tokenizer(root, urls, sizes.frame, sizes.tokenizer, sizes.tokenizer_minutes),
+    )
     results["store"] = stages.run(
-        "store", lambda: store(root, sizes, urls, results["tokenizer"]["checkpoint"])
+        "store", lambda: st.store(root, urls, results["tokenizer"]["checkpoint"], sizes.frame)
     )
     run.sample_load()
     results["world_model"] = stages.run(
-        "world_model", lambda: world_model(root, sizes, results["store"]["store"])
+        "world_model",
+        lambda: st.world_model(root, "reach", results["store"]["store"], sizes.world_model),
     )
     checkpoint = results["world_model"]["checkpoint"]
     results["success"] = stages.run("success", lambda: success(root, sizes, sources, checkpoint))

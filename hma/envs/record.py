@@ -43,6 +43,7 @@ class RecordJob:
     seed: int = 0
     workers: int = 1
     only_success: bool = False
+    val_every: int = VAL_EVERY  # every n-th episode goes to the val split; 0: none does
 
 
 @dataclass
@@ -66,7 +67,7 @@ def episode_plan(job: RecordJob) -> list[dict[str, Any]]:
         {
             "index": i,
             "seed": job.seed + i,
-            "split": "val" if i % VAL_EVERY == VAL_EVERY - 1 else "train",
+            "split": "val" if job.val_every and i % job.val_every == job.val_every - 1 else "train",
         }
         for i in range(job.episodes)
     ]
