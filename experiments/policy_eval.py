@@ -39,7 +39,15 @@ from typing import Any
 
 from experiments import stages as st
 from experiments.results import RESULTS, Run, write_image, write_section
-from experiments.stages import Recording, Stages, WorldModelSizes
+from experiments.stages import (
+    CPU_MODEL,
+    CPU_MODEL_MINUTES,
+    CPU_TOKENIZER,
+    CPU_TOKENIZER_MINUTES,
+    Recording,
+    Stages,
+    WorldModelSizes,
+)
 
 ENV = "metaworld_reach"
 SECTION = "Policy evaluation in the learned simulator (paper Table 5)"
@@ -54,19 +62,12 @@ class Sizes:
         Recording("noise10", 150, 1.0, 20000),
         Recording("noise20", 100, 2.0, 30000),
     )
-    tokenizer: dict[str, Any] = field(default_factory=lambda: {"arch": "fsq", "preset": "small"})
-    tokenizer_minutes: float = 12.0
+    tokenizer: dict[str, Any] = field(default_factory=lambda: dict(CPU_TOKENIZER))
+    tokenizer_minutes: float = CPU_TOKENIZER_MINUTES
     # forward dynamics only: the simulator renders the actions it is given
     world_model: WorldModelSizes = WorldModelSizes(
-        model={
-            "preset": "tiny",
-            "window": 6,
-            "d_model": 96,
-            "layers": 6,
-            "heads": 4,
-            "stem_hidden": 96,
-        },
-        minutes=60.0,
+        model=dict(CPU_MODEL),
+        minutes=CPU_MODEL_MINUTES,
         steps=20000,
         state=False,  # the paper's model: video and actions
     )

@@ -37,7 +37,15 @@ from typing import Any
 
 from experiments import stages as st
 from experiments.results import RESULTS, Run, write_image, write_section
-from experiments.stages import Recording, Stages, WorldModelSizes
+from experiments.stages import (
+    CPU_MODEL,
+    CPU_MODEL_MINUTES,
+    CPU_TOKENIZER,
+    CPU_TOKENIZER_MINUTES,
+    Recording,
+    Stages,
+    WorldModelSizes,
+)
 
 SECTION = "Synthetic data for policy learning (paper Table 6)"
 
@@ -55,18 +63,11 @@ class Sizes:
     held_out: int = 0  # real held-out episodes (action_error)
     mixes: tuple[int, ...] = (0, 10, 50, 90)
     seeds: tuple[int, ...] = (0, 1, 2)
-    tokenizer: dict[str, Any] = field(default_factory=lambda: {"arch": "fsq", "preset": "small"})
-    tokenizer_minutes: float = 12.0
+    tokenizer: dict[str, Any] = field(default_factory=lambda: dict(CPU_TOKENIZER))
+    tokenizer_minutes: float = CPU_TOKENIZER_MINUTES
     world_model: WorldModelSizes = WorldModelSizes(
-        model={
-            "preset": "tiny",
-            "window": 6,
-            "d_model": 96,
-            "layers": 6,
-            "heads": 4,
-            "stem_hidden": 96,
-        },
-        minutes=60.0,
+        model=dict(CPU_MODEL),
+        minutes=CPU_MODEL_MINUTES,
         steps=20000,
         modes={"full": 0.5, "forward": 0.5},
     )
