@@ -20,7 +20,9 @@ UINT8_MAX = 255.0
 def as_inputs(frames: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
     """uint8 [N,H,W,3] -> float32 [N,3,R,R] in [0, 1] (area resize: no aliasing when shrinking)."""
     if isinstance(frames, np.ndarray):
-        frames = torch.from_numpy(np.ascontiguousarray(frames))
+        contiguous = np.ascontiguousarray(frames)
+        # torch cannot share a read-only buffer (e.g. a frame held by a simulator): copy it
+        frames = torch.from_numpy(contiguous if contiguous.flags.writeable else contiguous.copy())
     if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"frames must be uint8 [N,H,W,3], got {frames.dtype} {list(frames.shape)}")
     x = frames.permute(0, 3, 1, 2).float() / UINT8_MAX  # [N,3,H,W]
