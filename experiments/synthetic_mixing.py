@@ -28,6 +28,7 @@ stage at toy size (the code path, not the claim); `make test` runs it.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import shutil
 import sys
@@ -176,8 +177,6 @@ def generate(root: Path, sizes: Sizes, real: str, checkpoint: str) -> dict[str, 
 def train_and_score(root: Path, sizes: Sizes, mixes: dict, held_out: str | None) -> dict:
     """Every mix x seed: a policy trained on the mix, then scored (ground-truth success or
     held-out action error). Runs already scored are kept in <root>/scores/<mix>_<seed>.json."""
-    import json
-
     scores: dict[str, dict[str, Any]] = {}
     for n, mix in mixes.items():
         for seed in sizes.seeds:

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from hma.episodes import Episode, chunk_actions, keep_frames
+from hma.episodes import chunk_actions, keep_frames
 from hma.generate import synthetic as syn
 from hma.generate.config import SCHEMA_FORMATS, GenerateConfig, Plan
 
@@ -70,7 +70,7 @@ class BatchRunner:
                 results.append(self._reject(m, attempt, reason))
                 continue
             rows.append((m, ep, resize(kept[: c.prompt_frames], wm.frame_size), chunks, horizon))
-        prompt_state = self._prompt_state([r[1] for r in rows])
+        prompt_state = wm.prompt_state([r[1] for r in rows], c.prompt_frames)
         frames_decoded = 0
         if rows:
             dataset = rows[0][1].dataset
@@ -103,17 +103,6 @@ class BatchRunner:
             "seconds": time.perf_counter() - start,
             "frames_decoded": frames_decoded,
         }
-
-    def _prompt_state(self, episodes: list[Episode]) -> np.ndarray | None:
-        """The prompt frames' raw state [B,T0,P] for a model with state, where every prompt
-        episode has state of the model's width; else None (unknown to the model)."""
-        if not episodes or not self.wm.state_dim(episodes[0].dataset):
-            return None
-        width = self.wm.state_dim(episodes[0].dataset)
-        if any(ep.state is None or ep.state.shape[1] != width for ep in episodes):
-            return None
-        t0, stride = self.config.prompt_frames, self.wm.stride(episodes[0].dataset)
-        return np.stack([ep.state[keep_frames(len(ep), stride)][:t0] for ep in episodes])
 
     def _actions(
         self, chunks: np.ndarray, dataset: str, horizon: int, seed: list[int]

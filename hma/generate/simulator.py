@@ -267,12 +267,7 @@ class Simulator:
         sizes = {f.shape[1:] for f in frames}
         if len(sizes) > 1:
             raise SimulatorError(f"prompt episodes differ in frame size: {sorted(sizes)}")
-        states = None
-        if self.state_dim and all(
-            ep.state is not None and ep.state.shape[1] == self.state_dim for ep in episodes
-        ):
-            kept = kept_steps(prompt_frames, self.stride)
-            states = np.stack([ep.state[kept] for ep in episodes])  # [B,T0,P]
+        states = self.world_model.prompt_state(episodes, prompt_frames)  # [B,T0,P] | None
         return np.stack(frames), np.stack(chunks).astype(np.float32), states
 
     @torch.no_grad()

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from hma.checkpoint import fingerprint_of
+from hma.episodes import kept_steps
 from hma.errors import HmaError
 from hma.frames import resize
 from hma.model import checkpoint as ckpt
@@ -170,6 +171,19 @@ class WorldModel:
         if dataset not in self._state_stats:
             raise WorldModelError(f"{self.url}: no state statistics recorded for {dataset!r}")
         return self._state_stats[dataset]
+
+    def prompt_state(self, episodes: list[Any], prompt_frames: int) -> np.ndarray | None:
+        """Raw state [B,T0,P] of the first `prompt_frames` kept frames of `episodes` (Episodes of
+        one dataset), where the model has state for it and every episode has state of its width;
+        else None (the prompt's state is then unknown to the model)."""
+        if not episodes:
+            return None
+        dataset = episodes[0].dataset
+        width = self.state_dim(dataset)
+        if not width or any(ep.state is None or ep.state.shape[1] != width for ep in episodes):
+            return None
+        kept = kept_steps(prompt_frames, self.stride(dataset))
+        return np.stack([ep.state[kept] for ep in episodes])
 
     def normalised_state(self, dataset: str, state_raw: np.ndarray, prompt: int) -> torch.Tensor:
         """Raw prompt state [B,T0,P] -> the model's state input [B,T0,P_max] on the device."""
