@@ -14,15 +14,17 @@ Stages, in order; each writes `<root>/<stage>.json` when done and is skipped whe
     tokenizer   the FSQ image tokenizer on every recorded frame (hma tokenizer train)
     store       episodes -> token store (hma tokenize)
     world_model HMA on the store, forward dynamics only (hma pretrain)
-    success     the success classifier on tokenizer reconstructions of real frames, labelled by
-                the env's success signal; its held-out accuracy is reported
-    policy      behaviour cloning on the expert demonstrations, a checkpoint every few hundred
+    policy      behaviour cloning on the expert demonstrations, a checkpoint every few dozen
                 steps (hma policy train): policies of graded quality, as the paper took them
-    screen      every checkpoint's ground-truth success on a few episodes; the policies to
-                compare are picked to spread over the range of success rates
+    screen      a ladder of checkpoints, each on a few ground-truth episodes (kept as a source);
+                the policies to compare are picked to spread over the range of success rates
+    success     the success classifier on tokenizer reconstructions of real frames (the recorded
+                episodes and the screened policies' ones, whose near-misses are the hard
+                negatives), labelled by the env's success signal; its decision rule calibrated
+                on held-out episodes and its accuracy reported
     evaluate    each picked policy closed-loop in both simulators from the same first frames
-                (hma evaluate-policy): the table, Pearson r, Spearman rho, MMRV with bootstrap
-                intervals, and the scatter plot
+                (hma evaluate-policy), on seeds no other stage used: the table, Pearson r,
+                Spearman rho, MMRV with bootstrap intervals, and the scatter plot
 
 The table goes into docs/results.md (with the command, commit, wall time and load) and the plot
 into docs/img/. `--smoke` runs every stage at toy size in about a minute (the code path, not the
@@ -73,15 +75,23 @@ class Sizes:
     )
     success_steps: int = 1500
     policy: str = "small"
-    policy_steps: int = 3000
-    policy_every: int = 250
-    screen_episodes: int = 12
+    policy_steps: int = 1500
+    policy_every: int = 50
+    # checkpoints screened: early ones are the weak policies, which the spread needs
+    screen_steps: tuple[int, ...] = (50, 100, 200, 400, 800, 1500)
+    screen_episodes: int = 16
     pick: int = 5
     episodes: int = 50
     batch: int = 25
     workers: int = 2
     max_steps: int | None = None  # raw steps per episode; None: the env's time limit
 
+
+# Episode seeds per stage, disjoint from each other and from the recordings' (0, 10000, ...): the
+# evaluation starts from first frames that neither the world model nor the classifier has seen.
+SCREEN_SEED = 50_000
+EVALUATE_SEED = 100_000
+SCREEN_VAL_EVERY = 4  # every 4th screened episode is held out to calibrate the classifier
 
 SMOKE = Sizes(
     frame=32,
@@ -95,7 +105,8 @@ SMOKE = Sizes(
     policy="tiny",
     policy_steps=20,
     policy_every=10,
-    screen_episodes=1,
+    screen_steps=(10, 20),
+    screen_episodes=2,
     pick=2,
     episodes=2,
     batch=2,
@@ -104,13 +115,13 @@ SMOKE = Sizes(
 )
 
 
-def success(root: Path, sizes: Sizes, sources: dict[str, str], checkpoint: str) -> dict[str, Any]:
+def success(root: Path, sizes: Sizes, sources: list[str], checkpoint: str) -> dict[str, Any]:
     from hma.formats import iter_episodes
     from hma.generate.success import SuccessConfig, tokenizer_round_trip, train_success
     from hma.generate.world_model import WorldModel
 
     wm = WorldModel.load(checkpoint)
-    episodes = (ep for url in sources.values() for ep in iter_episodes(url))
+    episodes = (ep for url in sources for ep in iter_episodes(url))
     config = SuccessConfig(steps=sizes.success_steps, image_size=sizes.frame)
     model, summary = train_success(episodes, config, ENV, tokenizer_round_trip(wm))
     url = str(root / "success")
@@ -134,24 +145,42 @@ def policy(root: Path, sizes: Sizes, demos: str) -> dict[str, Any]:
     return {"run": run.url, "steps": [c.step for c in run.checkpoints]}
 
 
-def screen(sizes: Sizes, run: str, steps: list[int]) -> dict[str, Any]:
-    """Ground-truth success of every checkpoint on a few episodes (seeds after the evaluation's),
-    then `pick` checkpoints whose rates spread over the range seen."""
+def screen(root: Path, sizes: Sizes, run: str, steps: list[int]) -> dict[str, Any]:
+    """Ground-truth success of the ladder's checkpoints on a few episodes each, kept as an episode
+    source for the success classifier; then `pick` checkpoints whose rates spread over the range
+    seen."""
     from hma.envs import make_env
+    from hma.envs.rollout import rollout
+    from hma.formats import write_episodes
     from hma.policy.agent import Agent
-    from hma.policy.evaluate import evaluate_in_env
+    from hma.policy.evaluate import SuccessRate
 
+    ladder = [s for s in sizes.screen_steps if s in steps] or steps
     env = make_env(ENV, sizes.frame)
-    rates = {}
+    rates, episodes = {}, []
     try:
-        for step in steps:
+        for step in ladder:
             agent = Agent.load(f"{run}@{step}")
-            result = evaluate_in_env(agent, env, sizes.screen_episodes, 10_000, sizes.max_steps)
+            result = SuccessRate(agent.name)
+            for i in range(sizes.screen_episodes):
+                seed = SCREEN_SEED + i
+                ep = rollout(
+                    env,
+                    seed,
+                    split="val" if i % SCREEN_VAL_EVERY == SCREEN_VAL_EVERY - 1 else "train",
+                    episode_id=f"policy{step}-seed{seed}",
+                    max_steps=sizes.max_steps,
+                    make_policy=agent.stepper,
+                )
+                result.outcomes.append(bool(ep.success))
+                episodes.append(ep)
             rates[step] = result.rate
             print(result.line(), flush=True)
     finally:
         env.close()
-    return {"rates": rates, "picked": pick_spread(rates, sizes.pick)}
+    url = str(root / "data" / "screen")
+    write_episodes(episodes, url, "lerobot")
+    return {"rates": rates, "picked": pick_spread(rates, sizes.pick), "episodes": url}
 
 
 def pick_spread(rates: dict[int, float], count: int) -> list[int]:
@@ -186,7 +215,9 @@ def evaluate(
             SuccessClassifier.load(classifier),
             SimulatorConfig(max_steps=sizes.max_steps or env.max_steps),
         )
-        result = evaluate_policies(env, agents, sim, sizes.episodes, 0, sizes.batch, log=print)
+        result = evaluate_policies(
+            env, agents, sim, sizes.episodes, EVALUATE_SEED, sizes.batch, log=print
+        )
     finally:
         env.close()
     result.success_model = classifier
@@ -234,9 +265,14 @@ def report(sizes: Sizes, results: dict[str, Any], run: Run, smoke: bool, path: P
             f"- Pearson r {interval('pearson')}, Spearman ρ {interval('spearman')}, MMRV "
             f"{interval('mmrv', 3)}, mean |learned − true| {interval('mean_abs_difference')} "
             "(95% percentile-bootstrap intervals over episodes).",
-            f"- Success classifier (tokenizer reconstructions of real frames): frame accuracy "
-            f"train {summary['train_accuracy']:.0%}, held-out {summary['val_accuracy'] or 0:.0%}; "
-            f"held-out episode outcome accuracy {summary['val_episode_accuracy'] or 0:.0%}.",
+            f"- Success classifier (tokenizer reconstructions of real frames of the recorded and "
+            f"the screened episodes): frame accuracy train {summary['train_accuracy']:.0%}, "
+            f"held-out {summary['val_accuracy'] or 0:.0%}; held-out episode outcome accuracy "
+            f"{summary['val_episode_accuracy'] or 0:.0%} (balanced over successes and failures "
+            f"{summary.get('val_episode_balanced') or 0:.0%}) with the decision rule calibrated "
+            f"on those episodes: threshold {summary.get('threshold', 0.5):.2f}, hold "
+            f"{summary.get('hold', 2)} frames. Its accuracy on the evaluation's real episodes "
+            "(seeds it never saw) is the table's last column.",
             f"- Policy checkpoints screened on {sizes.screen_episodes} ground-truth episodes each "
             f"(step: success): {screen_rates}.",
             f"- World model: {results['world_model']['checkpoint']}; its last validation:",
@@ -286,12 +322,14 @@ def main(argv: list[str] | None = None) -> int:
         lambda: st.world_model(root, "reach", results["store"]["store"], sizes.world_model),
     )
     checkpoint = results["world_model"]["checkpoint"]
-    results["success"] = stages.run("success", lambda: success(root, sizes, sources, checkpoint))
     results["policy"] = stages.run("policy", lambda: policy(root, sizes, sources["expert"]))
     run.sample_load()
     results["screen"] = stages.run(
-        "screen", lambda: screen(sizes, results["policy"]["run"], results["policy"]["steps"])
+        "screen",
+        lambda: screen(root, sizes, results["policy"]["run"], results["policy"]["steps"]),
     )
+    labelled = [*urls, results["screen"]["episodes"]]
+    results["success"] = stages.run("success", lambda: success(root, sizes, labelled, checkpoint))
     results["evaluate"] = stages.run(
         "evaluate",
         lambda: evaluate(

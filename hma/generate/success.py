@@ -9,7 +9,10 @@ successful episode are success frames (our envs end an episode once the task has
 a few steps, so those frames show the solved scene); frames of failed episodes and the leading
 `negative_head` share of a successful episode are not; the rest of a successful episode (the task
 being solved) is left out as ambiguous. An episode counts as a success once `hold` consecutive
-frames score above `threshold` (one spurious frame does not make a success).
+frames score above `threshold` (one spurious frame does not make a success). Frame labels are
+a proxy for the outcome that matters, so `threshold` and `hold` are then calibrated on held-out
+episodes: the pair that judges their outcomes best (balanced over successes and failures, which
+near-misses of a weak policy make the hard case).
 
 Checkpoints: <dir>/success.safetensors (weights) and <dir>/success.json (config, dataset,
 fingerprint, training summary; written last, so a directory without it is unfinished).
@@ -68,6 +71,11 @@ class SuccessConfig(StrictModel):
     )
     hold: int = Field(
         2, ge=1, description="consecutive success frames that make an episode succeed"
+    )
+    calibrate: bool = Field(
+        True,
+        description="after training, set threshold and hold to the pair that judges the held-out "
+        "(val-split) episodes best (balanced accuracy), when they hold successes and failures",
     )
     seed: int = 0
 
@@ -181,6 +189,9 @@ class SuccessSummary:
     train_accuracy: float
     val_accuracy: float | None  # frames of val-split episodes
     val_episode_accuracy: float | None  # episode outcome (hold rule) vs label, val episodes
+    val_episode_balanced: float | None  # the same, balanced over successes and failures
+    threshold: float  # the decision rule in use (calibrated on the val episodes if asked)
+    hold: int
     seconds: float
 
     def lines(self) -> list[str]:
@@ -192,7 +203,9 @@ class SuccessSummary:
             f"({self.successes} successful), {self.frames} labelled frames ({self.positives} "
             f"positive), {self.seconds:.0f}s",
             f"  frame accuracy: train {pct(self.train_accuracy)}, val {pct(self.val_accuracy)}; "
-            f"val episode outcome accuracy {pct(self.val_episode_accuracy)}",
+            f"val episode outcome accuracy {pct(self.val_episode_accuracy)} (balanced "
+            f"{pct(self.val_episode_balanced)}) with threshold {self.threshold:.2f}, hold "
+            f"{self.hold}",
         ]
 
 
@@ -271,6 +284,9 @@ def train_success(
         )
     net = _fit(data, config, device)
     model = SuccessClassifier(net, config, str(dataset))
+    if config.calibrate:
+        model.config = calibrate(model, val_episodes)
+    judged = [model.episode_success(model.predict(frames)) for frames, _ in val_episodes]
     summary = SuccessSummary(
         dataset=str(dataset),
         episodes=counted,
@@ -280,14 +296,55 @@ def train_success(
         train_accuracy=_accuracy(model, data, ~data.val) or 0.0,
         val_accuracy=_accuracy(model, data, data.val),
         val_episode_accuracy=(
-            float(np.mean([model.episode_success(model.predict(f)) == s for f, s in val_episodes]))
+            float(np.mean([j == s for j, (_, s) in zip(judged, val_episodes, strict=True)]))
             if val_episodes
             else None
         ),
+        val_episode_balanced=(
+            balanced_accuracy(judged, [s for _, s in val_episodes]) if val_episodes else None
+        ),
+        threshold=model.config.threshold,
+        hold=model.config.hold,
         seconds=time.perf_counter() - start,
     )
     model.summary = asdict(summary)
     return model, summary
+
+
+# candidate decision rules for calibration: probability thresholds x consecutive frames
+THRESHOLDS = tuple(round(0.05 * i, 2) for i in range(2, 20))
+HOLDS = (1, 2, 3, 4)
+
+
+def balanced_accuracy(judged: list[bool], labels: list[bool]) -> float:
+    """Mean of the true-positive and true-negative rates (a class that is absent is skipped)."""
+    rates = [
+        float(np.mean([j == want for j, y in zip(judged, labels, strict=True) if y == want]))
+        for want in (True, False)
+        if want in labels
+    ]
+    return float(np.mean(rates))
+
+
+def calibrate(model: SuccessClassifier, episodes: list[tuple[np.ndarray, bool]]) -> SuccessConfig:
+    """The config with the (threshold, hold) that judges `episodes` (kept frames, outcome) best
+    by balanced accuracy; the configured pair wins ties, then the nearest to it. Unchanged when
+    the episodes lack successes or failures (nothing to balance)."""
+    config = model.config
+    if len({outcome for _, outcome in episodes}) < 2:
+        return config
+    probs = [model.predict(frames) for frames, _ in episodes]
+    labels = [outcome for _, outcome in episodes]
+
+    def score(rule: tuple[float, int]) -> tuple[float, float]:
+        judged = [episode_success(p, *rule) for p in probs]
+        near = abs(rule[0] - config.threshold) + abs(rule[1] - config.hold)
+        return balanced_accuracy(judged, labels), -near
+
+    best = max(
+        [(config.threshold, config.hold)] + [(t, h) for t in THRESHOLDS for h in HOLDS], key=score
+    )
+    return config.model_copy(update={"threshold": best[0], "hold": best[1]})
 
 
 def _accuracy(model: SuccessClassifier, data: LabelledFrames, rows: np.ndarray) -> float | None:
