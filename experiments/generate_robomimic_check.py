@@ -12,9 +12,11 @@ What it does, all through robomimic's own code: counts real and synthetic demos 
 the env metadata and shapes robomimic derives from the file, then trains a BC policy with
 `robomimic.scripts.train.train(config, device)` for --steps gradient steps on the train split,
 validating on the valid split (optionally rolling it out in the robosuite env robomimic builds from
-`env_args`). Observations: the low-dim keys every demo has (replay-mode synthetic demos carry the
-replayed trajectory's states), else the camera image alone (model-mode synthetic demos have no
-proprioception) with a small conv encoder.
+`env_args`). Observations: the camera image, through robomimic's small `ShallowConv` trunk
+(its default ResNet18 costs ~1 s a step on this CPU), and the low-dim keys every demo has: the
+proprioception a state-trained world model predicts (`robot0_eef_pos`, `robot0_eef_quat`,
+`robot0_gripper_qpos`) is in synthetic demos too; `object` poses, which no world model predicts,
+are in real demos only and so are left out (`--low-dim-only` trains on those keys alone).
 """
 
 from __future__ import annotations
@@ -67,6 +69,7 @@ def main() -> int:
     )
     parser.add_argument("--horizon", type=int, default=200)
     parser.add_argument("--out", default="/tmp/robomimic-generate-check")
+    parser.add_argument("--low-dim-only", action="store_true", help="no image observation")
     args = parser.parse_args()
 
     os.environ.setdefault("MUJOCO_GL", "egl")
@@ -102,14 +105,14 @@ def main() -> int:
         config.train.data = args.hdf5
         config.train.output_dir = args.out
         config.train.num_data_workers = 0
-        config.train.hdf5_cache_mode = "low_dim" if low_dim else None
+        config.train.hdf5_cache_mode = "low_dim"  # images are read from the file per batch
         config.train.hdf5_filter_key = "train"
         config.train.hdf5_validation_filter_key = "valid"
         config.train.batch_size = args.batch_size
         config.train.num_epochs = args.epochs
         config.observation.modalities.obs.low_dim = low_dim
-        config.observation.modalities.obs.rgb = [] if low_dim else [image_key]
-        if not low_dim:  # a small conv trunk: ResNet18 costs ~1 s per step on this CPU
+        config.observation.modalities.obs.rgb = [] if args.low_dim_only else [image_key]
+        if not args.low_dim_only:  # a small conv trunk: ResNet18 costs ~1 s per step here
             config.observation.encoder.rgb.core_kwargs.backbone_class = "ShallowConv"
             config.observation.encoder.rgb.core_kwargs.backbone_kwargs = {}
             config.observation.encoder.rgb.obs_randomizer_class = None

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,8 +51,10 @@ class Stages:
             print(f"[{self.tag}] {name}: done earlier ({marker})", flush=True)
             return json.loads(marker.read_text())
         print(f"[{self.tag}] {name} ...", flush=True)
+        start = time.perf_counter()
         result = fn()
         marker.write_text(json.dumps(result, indent=2))
+        print(f"[{self.tag}] {name}: done in {time.perf_counter() - start:.0f}s", flush=True)
         return result
 
 

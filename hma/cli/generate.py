@@ -11,8 +11,6 @@ from typing import Any
 from hma.cli.common import EXIT_INCOMPLETE, EXIT_OK, add_address, add_registry, given
 from hma.errors import HmaError
 
-SUCCESS_DIR = "success"  # the success classifier's default place inside a checkpoint
-
 
 def register(sub) -> None:  # sub: the `hma` subparsers
     simulate = sub.add_parser("simulate", help="learned simulator: train-success").add_subparsers(
@@ -73,6 +71,7 @@ def generate_parser() -> argparse.ArgumentParser:
         arg(flag, name, type=typ, default=fields[name].default)
     arg("--actions", "actions", choices=("model", "replay", "perturb"), default="model")
     arg("--require-keys", "require_keys", nargs="+", default=[], metavar="KEY")
+    arg("--success-model", "success_model", default=None, metavar="DIR")
     arg("--format", "format", default=None)
     arg("--dataset-name", "dataset_name", default=None)
     arg("--tokenizer", "tokenizer", default=None)
@@ -186,7 +185,7 @@ def evaluate_policy_command(args: argparse.Namespace) -> int:
     from hma.envs import make_env
     from hma.generate.policy_eval import SCATTER, PolicyEvalError, evaluate
     from hma.generate.simulator import Simulator, SimulatorConfig
-    from hma.generate.success import SuccessClassifier
+    from hma.generate.success import SUCCESS_DIR, SuccessClassifier
     from hma.generate.world_model import WorldModel
     from hma.policy.agent import Agent
 

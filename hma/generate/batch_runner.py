@@ -41,6 +41,11 @@ class BatchRunner:
         self.wm = WorldModel.load(self.config.checkpoint, device, self.config.tokenizer)
         self.fmt = plan_fmt
         self.provenance = syn.Provenance(**provenance)
+        self.success = None  # the success classifier the plan resolved, if any
+        if self.provenance.success_model:
+            from hma.generate.success import SuccessClassifier
+
+            self.success = SuccessClassifier.load(self.provenance.success_model, device)
         self.registry = load_registry()
         self.root = syn.staging_url(self.config.out)
 
@@ -132,6 +137,12 @@ class BatchRunner:
             horizon=horizon,
             stride=self.wm.stride(ep.dataset),
         )
+        judged = self.success is not None and c.actions != "replay"
+        solved = None
+        if judged:  # on the generated frames only: the prompt frames are the real episode's
+            probs = self.success.predict(out.frames[row, c.prompt_frames : n])
+            first = self.success.first_success(probs)
+            solved = None if first is None else c.prompt_frames + first
         synthetic = syn.build_episode(
             ep,
             m["episode_id"],
@@ -143,6 +154,8 @@ class BatchRunner:
             placeholders=self.fmt in SCHEMA_FORMATS,
             meta=meta,
             state_raw=None if out.state_raw is None else out.state_raw[row, :n],
+            judged=judged,
+            solved_frame=solved,
         )
         reason = syn.check_episode(
             synthetic, bool(out.finite[row]), stats, c.range_tolerance, self.registry

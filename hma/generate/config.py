@@ -56,6 +56,11 @@ class GenerateConfig(StrictModel):
         description="per-step keys every synthetic episode must carry (e.g. robot0_eef_pos, "
         "obs/object); refuse to write if one cannot be produced",
     )
+    success_model: str | None = Field(
+        None,
+        description="success classifier dir (hma simulate train-success) that judges each "
+        "synthetic episode's success and reward; default: the checkpoint's own success/ if any",
+    )
     format: str | None = Field(None, description="source format (default: detected)")
     dataset_name: str | None = Field(None, description="registry dataset, where SRC lacks it")
     tokenizer: str | None = Field(None, description="tokenizer URL if moved since training")

@@ -42,6 +42,7 @@ FORMAT = "hma-success"
 VERSION = 1
 WEIGHTS_FILE = "success.safetensors"
 META_FILE = "success.json"
+SUCCESS_DIR = "success"  # the classifier's default place inside a world-model checkpoint
 
 
 LAYOUT = checkpoint.Layout("success classifier", FORMAT, VERSION, WEIGHTS_FILE, META_FILE)
@@ -95,14 +96,20 @@ class SuccessNet(nn.Module):
         return self.logit(self.encoder(x))[:, 0]
 
 
-def episode_success(probs: np.ndarray, threshold: float, hold: int) -> bool:
-    """True once `hold` consecutive frame probabilities exceed `threshold`."""
+def first_success(probs: np.ndarray, threshold: float, hold: int) -> int | None:
+    """Index of the first frame at which `hold` consecutive probabilities have exceeded
+    `threshold` (the frame that completes the run), or None if that never happens."""
     run = 0
-    for p in np.asarray(probs, dtype=np.float64):
+    for i, p in enumerate(np.asarray(probs, dtype=np.float64)):
         run = run + 1 if p > threshold else 0
         if run >= hold:
-            return True
-    return False
+            return i
+    return None
+
+
+def episode_success(probs: np.ndarray, threshold: float, hold: int) -> bool:
+    """True once `hold` consecutive frame probabilities exceed `threshold`."""
+    return first_success(probs, threshold, hold) is not None
 
 
 class SuccessClassifier:
@@ -145,6 +152,9 @@ class SuccessClassifier:
 
     def episode_success(self, probs: np.ndarray) -> bool:
         return episode_success(probs, self.config.threshold, self.config.hold)
+
+    def first_success(self, probs: np.ndarray) -> int | None:
+        return first_success(probs, self.config.threshold, self.config.hold)
 
     def save(self, url: str) -> str:
         identity = {"config": self.config.model_dump(mode="json"), "dataset": self.dataset}

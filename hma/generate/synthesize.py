@@ -47,6 +47,8 @@ class GenerateReport:
     resumed: int  # synthetic episodes found staged from an interrupted run
     splits: dict[str, int] = field(default_factory=dict)
     skipped_real: list[dict[str, str]] = field(default_factory=list)  # invalid, not copied
+    success_model: str | None = None  # the classifier that judged the synthetic episodes
+    successes: int = 0  # synthetic episodes it judged successful
 
     def lines(self) -> list[str]:
         minutes = max(self.seconds, 1e-9) / 60
@@ -59,6 +61,11 @@ class GenerateReport:
             f"{self.frames_decoded / max(self.rollout_seconds, 1e-9):.1f} frames/s per worker "
             f"(load, rollout, decode, checks, staging); {self.resumed} resumed from staging",
         ]
+        if self.success_model:
+            out.append(
+                f"success judged by {self.success_model}: {self.successes}/{self.synthetic} "
+                "synthetic episodes successful"
+            )
         for r in self.skipped_real:
             out.append(f"  skipped real episode {r['episode_id']}: {r['reason']}")
         for r in self.rejected:
@@ -107,6 +114,7 @@ def make_plan(config: GenerateConfig, wm: Any) -> Plan:
     real, skipped = pick_real(config, train, load_registry())
     n_valid = round(config.valid_fraction * config.n)
     valid = set(np.random.default_rng([config.seed, 2]).permutation(config.n)[:n_valid].tolist())
+    success_url, success_fingerprint = success_judge(config, wm.url, name)
     provenance = syn.Provenance(
         checkpoint=wm.url,
         checkpoint_fingerprint=wm.fingerprint,
@@ -116,10 +124,34 @@ def make_plan(config: GenerateConfig, wm: Any) -> Plan:
         steps=config.steps,
         temperature=config.temperature,
         batch_size=config.batch_size,
+        success_model=success_url,
+        success_fingerprint=success_fingerprint,
     )
     decisive = config.model_dump(exclude={"workers", "device", "cpus_per_worker", "torch_threads"})
     run = {**decisive, "checkpoint_fingerprint": wm.fingerprint, "format": fmt, "dataset": name}
+    run["success_fingerprint"] = success_fingerprint
     return Plan(fmt, name, train, real, config.seed, valid, run, provenance, skipped)
+
+
+def success_judge(
+    config: GenerateConfig, checkpoint: str, dataset: str
+) -> tuple[str | None, str | None]:
+    """(url, fingerprint) of the success classifier that judges the synthetic episodes:
+    --success-model, else the checkpoint's own success/ if it has one; (None, None) when there
+    is none, or in replay mode (the real actions' outcome stands). Refuses a classifier of
+    another dataset."""
+    from hma.generate.success import SUCCESS_DIR, SuccessClassifier
+
+    url = config.success_model or storage.join(checkpoint, SUCCESS_DIR)
+    if config.actions == "replay" or not (config.success_model or storage.exists(url)):
+        return None, None
+    classifier = SuccessClassifier.load(url)
+    if classifier.dataset != dataset:
+        raise GenerateError(
+            f"success classifier {url} judges {classifier.dataset!r} episodes; the source "
+            f"{config.source} is {dataset!r}"
+        )
+    return url, classifier.fingerprint
 
 
 def check_required_keys(
@@ -295,4 +327,6 @@ def generate(
         resumed=resumed,
         splits=splits,
         skipped_real=plan.skipped_real,
+        success_model=plan.provenance.success_model,
+        successes=sum(bool(a.get("success")) for a in accepted.values()),
     )

@@ -12,7 +12,11 @@ real, so those are the true states of that trajectory; only the video is imagine
 model trained with state predicts it per kept frame (held for the frame's s steps like the
 video) and it is written under the source's own keys (meta["state_keys"], e.g. robomimic's
 robot0_eef_pos); without a state model the episode has none. Rewards and dones follow the
-source's dtype with success unknown (reward 0, done at the last step). Other extras (simulator
+source's dtype, done at the last step; with a success classifier (hma simulate train-success)
+the episode's success is its verdict on the generated frames and the reward is 1 from the first
+raw step of the frame it judges solved (a sparse success reward), else success is unknown and
+the reward 0. In replay mode the real episode's outcome and rewards stand (its actions are the
+real ones). Other extras (simulator
 states, object poses) are never generated: outside replay they are absent and listed in
 meta["absent_fields"], except where the output format needs one step schema for every episode
 (RLDS, LeRobot): there they are zero placeholders, listed in meta["placeholder_fields"] so
@@ -54,6 +58,8 @@ class Provenance:
     steps: int
     temperature: float
     batch_size: int
+    success_model: str | None = None  # the classifier that judged success, if any
+    success_fingerprint: str | None = None
 
     def meta(self, **row: Any) -> dict[str, Any]:
         return {"synthetic": True, "generator": "hma-generate", **self.__dict__, **row}
@@ -85,9 +91,12 @@ def build_episode(
     placeholders: bool,
     meta: dict[str, Any],
     state_raw: np.ndarray | None = None,
+    judged: bool = False,
+    solved_frame: int | None = None,
 ) -> Episode:
     """The synthetic Episode from one rollout row: frames [N,h,w,3], actions_raw [N,s,A] and,
-    from a model with state, the predicted state_raw [N,P]."""
+    from a model with state, the predicted state_raw [N,P]. If a success classifier `judged` the
+    frames, `solved_frame` is the kept frame it judges the task solved at (None: never)."""
     n = frames.shape[0]
     steps = n * stride
     held = hold_frames(resize(frames, real.frames.shape[1:3]), stride)  # [N*s,H,W,3]
@@ -98,12 +107,18 @@ def build_episode(
             meta[key] = real.meta[key]
     if "state_keys" in real.meta and (keep_state or state_raw is not None):
         meta["state_keys"] = real.meta["state_keys"]
+    success = None
     if keep_state:
         state = None if real.state is None else real.state[:steps]
         extras = {k: v[:steps] for k, v in real.extras.items()}
         meta["state"] = "real: the replayed trajectory's own states (video imagined)"
+        success = real.success  # the real actions' outcome
     else:
         state, extras = _generated_state(real, state_raw, stride, steps, placeholders, meta)
+        if judged:
+            success = solved_frame is not None
+            if success and "reward" in extras:
+                extras["reward"][solved_frame * stride :] = 1
     return Episode(
         dataset=real.dataset,
         episode_id=episode_id,
@@ -113,7 +128,7 @@ def build_episode(
         hz=real.hz,
         state=state,
         instruction=real.instruction,
-        success=None,
+        success=success,
         extras=extras,
         meta=meta,
     )
@@ -148,8 +163,8 @@ def _generated_state(
     else:
         meta["state"] = "none: the model generates video and actions only"
     zeroed = ["state"] if state is not None and state_raw is None else []
-    # reward and done follow the source's convention and dtype: success is unknown (reward 0)
-    # and the episode ends at its last step
+    # reward and done follow the source's convention and dtype: reward 0 (build_episode sets a
+    # judged success's) and the episode ends at its last step
     extras = {k: _signal(k, steps, v.dtype) for k, v in real.extras.items() if k in SIGNALS}
     others = sorted(k for k in real.extras if k not in SIGNALS)
     if placeholders:

@@ -14,20 +14,12 @@ from hma.envs import make_env
 from hma.generate.policy_eval import PolicyEvalError, closed_loop, evaluate
 from hma.generate.ranking import mmrv, pearson, rank_agreement, spearman
 from hma.generate.simulator import Simulator, SimulatorConfig
-from hma.generate.success import SuccessClassifier, SuccessConfig, SuccessNet
 from hma.policy.agent import Agent, PolicyMismatchError
-from tests.helpers.generate import FRAME
+from tests.helpers.generate import FRAME, constant_classifier
 from tests.helpers.policies import save_untrained_policy
 
 ENV = "tabletop"  # fast (pymunk), in the tiny checkpoint, stride 1
 MAX_STEPS = 12
-
-
-def constant_classifier(logit: float) -> SuccessClassifier:
-    net = SuccessNet((4,), 64)
-    torch.nn.init.zeros_(net.logit.weight)
-    torch.nn.init.constant_(net.logit.bias, logit)
-    return SuccessClassifier(net, SuccessConfig(widths=(4,), hold=1), ENV)
 
 
 class CountingEnv:
@@ -67,7 +59,7 @@ def agents(tmp_path_factory) -> list[Agent]:
 
 def _sim(world_model, logit: float) -> Simulator:
     config = SimulatorConfig(max_steps=MAX_STEPS)
-    return Simulator(world_model, ENV, constant_classifier(logit), config)
+    return Simulator(world_model, ENV, constant_classifier(ENV, logit), config)
 
 
 def test_ranking_statistics_on_known_numbers():
@@ -132,7 +124,7 @@ def test_the_cli_writes_the_table_the_json_and_the_scatter_plot(
     tiny_checkpoint, agents, tmp_path, capsys
 ):
     clf = str(tmp_path / "clf")
-    constant_classifier(3.0).save(clf)
+    constant_classifier(ENV, 3.0).save(clf)
     out = tmp_path / "eval"
     argv = ["evaluate-policy", "--env", ENV, "--learned", tiny_checkpoint, "--episodes", "2"]
     argv += ["--success-model", clf, "--size", str(FRAME), "--out", str(out)]

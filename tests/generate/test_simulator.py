@@ -8,9 +8,8 @@ import pytest
 import torch
 
 from hma.generate.simulator import Simulator, SimulatorConfig, SimulatorError
-from hma.generate.success import SuccessClassifier, SuccessConfig, SuccessNet
 from hma.generate.world_model import WorldModel
-from tests.helpers.generate import FRAME, source_episode
+from tests.helpers.generate import FRAME, constant_classifier, source_episode
 
 DATASET = "robosuite_lift"  # stride 2, 7-D actions
 STRIDE, DIM = 2, 7
@@ -39,14 +38,6 @@ def _prompt(batch: int, frames: int = 1) -> np.ndarray:
 def _chunks(batch: int, count: int, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return rng.uniform(-1, 1, (count, batch, STRIDE, DIM)).astype(np.float32)
-
-
-def _classifier(logit: float, hold: int = 2) -> SuccessClassifier:
-    """A classifier whose every frame scores sigmoid(logit)."""
-    net = SuccessNet((4,), 64)
-    torch.nn.init.zeros_(net.logit.weight)
-    torch.nn.init.constant_(net.logit.bias, logit)
-    return SuccessClassifier(net, SuccessConfig(widths=(4,), hold=hold), DATASET)
 
 
 def test_reset_and_step_shapes_per_chunk_and_per_raw_step(world_model):
@@ -149,7 +140,7 @@ def test_reset_from_real_episodes_uses_their_frames_and_actions(world_model, ste
 
 
 def test_success_classifier_ends_rows_after_hold_frames(world_model):
-    sim = Simulator(world_model, DATASET, success=_classifier(10.0, hold=2))
+    sim = Simulator(world_model, DATASET, success=constant_classifier(DATASET, 10.0, hold=2))
     sim.reset(_prompt(2))
     _, reward, done, info = sim.step(_chunks(2, 1)[0])
     assert not done.any() and (info["success_prob"] > 0.99).all()
@@ -159,7 +150,7 @@ def test_success_classifier_ends_rows_after_hold_frames(world_model):
     never = Simulator(
         world_model,
         DATASET,
-        success=_classifier(-10.0),
+        success=constant_classifier(DATASET, -10.0, hold=2),
         config=SimulatorConfig(max_steps=3 * STRIDE),
     )
     never.reset(_prompt(1))
@@ -183,7 +174,7 @@ def test_user_errors_name_the_problem(world_model):
     with pytest.raises(SimulatorError, match="tabletop"):
         sim.reset([source_episode("tabletop", 0, steps=4)])
     with pytest.raises(SimulatorError, match="judges"):
-        Simulator(world_model, "tabletop", success=_classifier(0.0))
+        Simulator(world_model, "tabletop", success=constant_classifier(DATASET, 0.0, hold=2))
     with pytest.raises(ValueError, match="not trained on 'pusht'"):
         Simulator(world_model, "pusht")
 

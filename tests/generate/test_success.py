@@ -15,7 +15,9 @@ from hma.generate.success import (
     SuccessClassifier,
     SuccessConfig,
     SuccessModelError,
+    calibrate,
     episode_success,
+    first_success,
     label_episode,
     train_success,
 )
@@ -61,6 +63,31 @@ def test_hold_rule_needs_consecutive_frames():
     assert episode_success(np.array([0.1, 0.9, 0.8, 0.2]), 0.5, hold=2)
     assert episode_success(np.array([0.6]), 0.5, hold=1)
     assert not episode_success(np.array([]), 0.5, hold=1)
+    assert first_success(np.array([0.1, 0.9, 0.8, 0.9]), 0.5, hold=2) == 2
+    assert first_success(np.array([0.9, 0.1]), 0.5, hold=2) is None
+
+
+class _Scores:
+    """A classifier whose 'frames' are already its scores (calibration only calls predict)."""
+
+    config = SuccessConfig()  # threshold 0.5, hold 2
+
+    def predict(self, scores: np.ndarray) -> np.ndarray:
+        return scores
+
+
+def test_calibration_picks_the_rule_that_judges_held_out_episodes_best():
+    # a weak policy's near-miss scores 0.2; the successes only reach 0.3: the default rule
+    # (0.5, hold 2) calls everything a failure, 0.25 with hold 2 separates them
+    episodes = [
+        (np.array([0.1, 0.3, 0.35]), True),
+        (np.array([0.2, 0.32, 0.31]), True),
+        (np.array([0.1, 0.2, 0.2]), False),
+        (np.array([0.05, 0.3, 0.1]), False),  # one spurious frame: hold 2 keeps it a failure
+    ]
+    config = calibrate(_Scores(), episodes)
+    assert (config.threshold, config.hold) == (0.25, 2)
+    assert calibrate(_Scores(), episodes[:2]) == _Scores.config  # no failures: nothing to balance
 
 
 def test_learns_a_separable_labelling_and_round_trips(tmp_path):

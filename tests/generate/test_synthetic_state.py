@@ -15,7 +15,7 @@ from hma.formats import get_format, list_refs, write_episodes
 from hma.generate.config import GenerateConfig, GenerateError
 from hma.generate.synthesize import generate
 from hma.generate.world_model import WorldModel
-from tests.helpers.generate import STATE_DIM, source_episode
+from tests.helpers.generate import STATE_DIM, constant_classifier, source_episode
 
 # robomimic's proprioception keys, as robosuite demos carry them (widths add up to STATE_DIM)
 STATE_KEYS = [["robot0_eef_pos", 3], ["robot0_gripper_qpos", 1]]
@@ -40,7 +40,7 @@ def reread(url: str) -> list:
     return [get_format(r["format"]).load(r) for r in list_refs(url)]
 
 
-def run(ckpt: str, src: str, out: str) -> list:
+def run(ckpt: str, src: str, out: str, **fields) -> list:
     config = GenerateConfig(
         checkpoint=ckpt,
         source=src,
@@ -52,6 +52,7 @@ def run(ckpt: str, src: str, out: str) -> list:
         batch_size=2,
         valid_fraction=0.0,
         range_tolerance=3.0,
+        **fields,
     )
     generate(config, echo=False)
     return reread(out)
@@ -140,3 +141,30 @@ def test_require_keys_refuses_what_cannot_be_produced(
     )
     generate(config, echo=False)
     assert all("object" in e.extras for e in reread(out))
+
+
+def test_a_success_classifier_judges_success_and_reward(tiny_checkpoint, lift_src, tmp_path):
+    stride = WorldModel.load(tiny_checkpoint).stride("robosuite_lift")
+    prompt_frames, hold = 2, 2  # GenerateConfig's default prompt; the classifier's hold rule
+    for logit, solved in ((10.0, True), (-10.0, False)):
+        clf = str(tmp_path / f"success{logit:+.0f}")
+        constant_classifier("robosuite_lift", logit, hold).save(clf)
+        out = str(tmp_path / f"judged{logit:+.0f}.hdf5")
+        episodes = run(tiny_checkpoint, lift_src, out, success_model=clf)
+        synthetic = [e for e in episodes if e.meta.get("synthetic")]
+        assert len(synthetic) == N
+        for e in synthetic:
+            assert e.success is solved and e.meta["success_model"] == clf
+            reward = e.extras["reward"]
+            # judged on generated frames only: solved at the hold-th one, rewarded from its step
+            first = (prompt_frames + hold - 1) * stride if solved else len(e)
+            assert not reward[:first].any() and (reward[first:] == 1).all()
+    other = str(tmp_path / "tabletop_success")
+    constant_classifier("tabletop", 0.0).save(other)
+    with pytest.raises(GenerateError, match="judges 'tabletop' episodes; the source"):
+        run(tiny_checkpoint, lift_src, str(tmp_path / "refused.hdf5"), success_model=other)
+    # replay: the real actions' outcome stands, whatever a classifier would say
+    episodes = run(tiny_checkpoint, lift_src, str(tmp_path / "replay.hdf5"), actions="replay")
+    source = {e.episode_id: e.success for e in reread(lift_src)}
+    for e in (e for e in episodes if e.meta.get("synthetic")):
+        assert e.success == source[e.meta["prompt_episode_id"]]

@@ -20,6 +20,7 @@ import torch
 
 from hma.envs.procedural import moving_block_frames
 from hma.episodes import Episode, load_registry
+from hma.generate.success import SuccessClassifier, SuccessConfig, SuccessNet
 from hma.stats import ActionStats
 from tests.helpers.checkpoints import save_untrained
 
@@ -105,3 +106,11 @@ def source_episode(dataset: str, index: int, steps: int, size: int = 64) -> Epis
         if dataset == "robosuite_lift"
         else {"seed": index},
     )
+
+
+def constant_classifier(dataset: str, logit: float, hold: int = 1) -> SuccessClassifier:
+    """A success classifier of `dataset` whose every frame scores sigmoid(logit)."""
+    net = SuccessNet((4,), 64)
+    torch.nn.init.zeros_(net.logit.weight)
+    torch.nn.init.constant_(net.logit.bias, logit)
+    return SuccessClassifier(net, SuccessConfig(widths=(4,), hold=hold), dataset)
