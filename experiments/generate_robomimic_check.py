@@ -34,11 +34,15 @@ from robomimic_shims import patch_torchvision_ops, stub_mujoco_py
 LOW_DIM = ("robot0_eef_pos", "robot0_eef_quat", "robot0_gripper_qpos", "object")
 
 
-def survey(path: str) -> tuple[str, list[str]]:
-    """Print demo counts by provenance and split; return (image key, low-dim keys in every demo)."""
+def survey(path: str) -> tuple[str, list[str], bool]:
+    """Print demo counts by provenance and split; return (image key, low-dim keys in every demo,
+    whether the file has a valid split)."""
     with h5py.File(path, "r") as f:
         data = f["data"]
-        masks = {k: {x.decode() for x in f[f"mask/{k}"][()]} for k in ("train", "valid")}
+        masks = {
+            k: {x.decode() for x in f[f"mask/{k}"][()]} if f"mask/{k}" in f else set()
+            for k in ("train", "valid")
+        }
         counts: Counter = Counter()
         common: set[str] | None = None
         synth: dict | None = None
@@ -55,7 +59,7 @@ def survey(path: str) -> tuple[str, list[str]]:
     if synth:
         keys = ("checkpoint_fingerprint", "tokenizer_fingerprint", "seed", "prompt_episode_id")
         print("provenance of a synthetic demo:", {k: synth[k] for k in keys})
-    return image_key, [k for k in LOW_DIM if common and k in common]
+    return image_key, [k for k in LOW_DIM if common and k in common], bool(masks["valid"])
 
 
 def main() -> int:
@@ -70,6 +74,8 @@ def main() -> int:
     parser.add_argument("--horizon", type=int, default=200)
     parser.add_argument("--out", default="/tmp/robomimic-generate-check")
     parser.add_argument("--low-dim-only", action="store_true", help="no image observation")
+    parser.add_argument("--seed", type=int, default=1, help="robomimic's training seed")
+    parser.add_argument("--json", help="write the losses and rollout statistics here")
     args = parser.parse_args()
 
     os.environ.setdefault("MUJOCO_GL", "egl")
@@ -83,14 +89,14 @@ def main() -> int:
     from robomimic.config import config_factory
 
     print(f"robomimic {robomimic.__version__}, torch {torch.__version__}")
-    image_key, low_dim = survey(args.hdf5)
+    image_key, low_dim, has_valid = survey(args.hdf5)
     env_meta = FileUtils.get_env_metadata_from_dataset(dataset_path=args.hdf5)
     print("env:", env_meta["env_name"], "type", env_meta["type"])
 
     config = config_factory("bc")
     with config.values_unlocked():
         config.experiment.name = f"hma_generate_check_{time.strftime('%Y%m%d_%H%M%S')}"
-        config.experiment.validate = True
+        config.experiment.validate = has_valid  # robomimic fails on an empty valid split
         config.experiment.logging.terminal_output_to_txt = False
         config.experiment.logging.log_tb = False
         config.experiment.save.enabled = False
@@ -107,9 +113,11 @@ def main() -> int:
         config.train.num_data_workers = 0
         config.train.hdf5_cache_mode = "low_dim"  # images are read from the file per batch
         config.train.hdf5_filter_key = "train"
-        config.train.hdf5_validation_filter_key = "valid"
+        config.train.hdf5_validation_filter_key = "valid" if has_valid else None
         config.train.batch_size = args.batch_size
         config.train.num_epochs = args.epochs
+        config.train.seed = args.seed
+        config.experiment.rollout.terminate_on_success = True
         config.observation.modalities.obs.low_dim = low_dim
         config.observation.modalities.obs.rgb = [] if args.low_dim_only else [image_key]
         if not args.low_dim_only:  # a small conv trunk: ResNet18 costs ~1 s per step here
@@ -119,20 +127,47 @@ def main() -> int:
     config.lock()
     print(f"BC observations: low_dim={low_dim} rgb={list(config.observation.modalities.obs.rgb)}")
 
+    # keep what robomimic's epoch and rollout helpers return (train() only prints them)
     logs: list[tuple[str, dict]] = []
-    run_epoch = TrainUtils.run_epoch
+    rollouts: list[dict] = []
+    run_epoch, rollout_with_stats = TrainUtils.run_epoch, TrainUtils.rollout_with_stats
 
-    def recorded(*a, **kw):
+    def recorded_epoch(*a, **kw):
         log = run_epoch(*a, **kw)
         logs.append(("valid" if kw.get("validate") else "train", log))
         return log
 
-    TrainUtils.run_epoch = recorded
+    def recorded_rollouts(*a, **kw):
+        stats, videos = rollout_with_stats(*a, **kw)
+        rollouts.append(stats)
+        return stats, videos
+
+    TrainUtils.run_epoch = recorded_epoch
+    TrainUtils.rollout_with_stats = recorded_rollouts
     start = time.time()
     train_script.train(config, device=torch.device("cpu"))
+    seconds = time.time() - start
     for split, log in logs:
         print(f"RESULT {split} epoch: Loss {float(log['Loss']):.4f}")
-    print(f"trained {args.steps} BC steps in {time.time() - start:.0f}s on {args.hdf5}")
+    result: dict = {
+        "hdf5": args.hdf5,
+        "steps": args.steps,
+        "seed": args.seed,
+        "low_dim": low_dim,
+        "rgb": list(config.observation.modalities.obs.rgb),
+        "losses": [[split, float(log["Loss"])] for split, log in logs],
+        "seconds": seconds,
+    }
+    for env_name, stats in (rollouts[-1] if rollouts else {}).items():
+        rate = float(stats["Success_Rate"])
+        result["rollouts"] = {"env": env_name, "episodes": args.rollouts, "success_rate": rate}
+        print(
+            f"RESULT {env_name}: success {round(rate * args.rollouts)}/{args.rollouts} ({rate:.0%})"
+        )
+    print(f"trained {args.steps} BC steps in {seconds:.0f}s on {args.hdf5}")
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
     return 0
 
 

@@ -1,6 +1,7 @@
 """Paper Table 6 at CPU scale: do synthetic episodes from the world model make policies better?
 
     python -m experiments.synthetic_mixing [--root DIR] [--smoke] [--only lift|tabletop]
+        [--robomimic-python /tmp/scratch-robomimic/bin/python]
 
 A fixed set of 10 real episodes, mixed with 0 / 10 / 50 / 90 synthetic ones that `hma-generate`
 writes from those 10 (`--n N --mix 10 --actions model`: the world model proposes the actions and
@@ -8,7 +9,11 @@ renders the video, with proprioception, prompted by the real episodes' first fra
 trains the project's visuomotor policy (`hma policy train`, image + proprio) with several seeds.
 
     lift      robosuite Lift, robomimic HDF5 at the source's 84 px: success over `episodes`
-              ground-truth rollouts per policy, mean ± se over seeds
+              ground-truth rollouts per policy, mean ± se over seeds; with --robomimic-python
+              (a scratch venv with robomimic 0.3.0: experiments/robomimic_check.py says how to
+              make one) each mix is also trained by robomimic's own BC trainer, as an external
+              client would (experiments/generate_robomimic_check.py: image through ShallowConv
+              + the proprio keys every demo has), and scored by robomimic's own rollouts
     tabletop  the Language-Table-like board, RLDS: the policy's action error (raw-unit MSE of
               its action chunks) on held-out real episodes, mean ± se over seeds
 
@@ -20,7 +25,7 @@ sees only those 10.
 
 Stages per dataset (resumable; `<root>/<dataset>/<stage>.json` marks a stage done):
 record, tokenizer, store, world_model (experiments/stages.py), then generate (one mixed file
-per N), policies (train + score each mix and seed). The tables go into docs/results.md with the
+per N), policies (train + score each mix and seed), robomimic (lift, when asked). The tables go into docs/results.md with the
 command, commit, wall time and load, and a plot per dataset into docs/img/. `--smoke` runs every
 stage at toy size (the code path, not the claim); `make test` runs it.
 """
@@ -31,6 +36,7 @@ import argparse
 import json
 import math
 import shutil
+import subprocess
 import sys
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -79,6 +85,8 @@ class Sizes:
     policy_steps: int = 2000
     episodes: int = 50  # ground-truth rollouts per policy (success)
     max_steps: int | None = None  # per rollout; None: the env's time limit
+    robomimic_steps: int = 2000  # robomimic BC gradient steps per mix and seed
+    robomimic_epochs: int = 4
     workers: int = 2
 
 
@@ -126,6 +134,8 @@ def smoke(sizes: Sizes) -> Sizes:
         policy_steps=6,
         episodes=2,
         max_steps=16,
+        robomimic_steps=4,
+        robomimic_epochs=2,
         workers=1,
     )
 
@@ -228,7 +238,52 @@ def score(sizes: Sizes, policy: str, held_out: str | None) -> dict[str, Any]:
     return {"value": rate.rate, "se": rate.se, "line": rate.line(), "policy": policy}
 
 
-def run_dataset(name: str, sizes: Sizes, root: Path, run: Run) -> dict[str, Any]:
+def robomimic_scores(root: Path, sizes: Sizes, mixes: dict, python: str) -> dict[str, Any]:
+    """Every mix x seed trained and rolled out by robomimic 0.3.0 itself, in its own venv
+    (`python`); each run's JSON kept in <root>/robomimic/<mix>_<seed>.json."""
+    from hma.envs import make_env
+
+    env = make_env(sizes.env, sizes.record_frame)
+    horizon = sizes.max_steps or env.max_steps
+    env.close()
+    script = Path(__file__).with_name("generate_robomimic_check.py")
+    scores: dict[str, dict[str, Any]] = {}
+    for n, mix in mixes.items():
+        for seed in sizes.seeds:
+            key = f"{n}_{seed}"
+            path = root / "robomimic" / f"{key}.json"
+            if not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                partial = path.with_suffix(".partial")
+                command = [
+                    python,
+                    str(script),
+                    mix["url"],
+                    *("--steps", str(sizes.robomimic_steps)),
+                    *("--epochs", str(sizes.robomimic_epochs)),
+                    *("--rollouts", str(sizes.episodes), "--horizon", str(horizon)),
+                    *("--seed", str(seed + 1), "--json", str(partial)),
+                    *("--out", str(root / "robomimic" / "runs")),
+                ]
+                subprocess.run(command, check=True)
+                partial.rename(path)
+            result = json.loads(path.read_text())
+            rate = result["rollouts"]["success_rate"]
+            se = math.sqrt(rate * (1 - rate) / sizes.episodes)
+            line = f"robomimic BC: success {rate:.0%} ± {se:.0%} over {sizes.episodes} rollouts"
+            scores[key] = {
+                "value": rate,
+                "se": se,
+                "line": line,
+                "observations": result["rgb"] + result["low_dim"],
+            }
+            print(f"[synthetic_mixing] {sizes.env} mix {n} seed {seed}: {line}")
+    return {"scores": scores}
+
+
+def run_dataset(
+    name: str, sizes: Sizes, root: Path, run: Run, robomimic_python: str | None = None
+) -> dict[str, Any]:
     stages = Stages(root, f"synthetic_mixing/{name}")
     results: dict[str, Any] = {}
     recordings = (*real_recordings(sizes), *sizes.pool)
@@ -264,6 +319,10 @@ def run_dataset(name: str, sizes: Sizes, root: Path, run: Run) -> dict[str, Any]
     results["policies"] = stages.run(
         "policies", lambda: train_and_score(root, sizes, mixes, sources.get("held_out"))
     )
+    if robomimic_python and sizes.fmt == "robomimic":
+        results["robomimic"] = stages.run(
+            "robomimic", lambda: robomimic_scores(root, sizes, mixes, robomimic_python)
+        )
     return results
 
 
@@ -333,17 +392,35 @@ def report(
             if sizes.metric == "success"
             else "action MSE (raw units) on held-out real episodes"
         )
+        client = results.get("robomimic")
+        external = table(sizes, client["scores"]) if client else None
+        header = (
+            f"| real + synthetic | {what}, mean ± se over {len(sizes.seeds)} seeds | per seed |"
+        )
+        if external:
+            header += " robomimic 0.3.0 BC, success ± se | per seed |"
+        lines = []
+        for i, r in enumerate(rows):
+            line = (
+                f"| {sizes.real} + {r.synthetic} | {fmt(sizes, r.mean)} ± {fmt(sizes, r.se)} | "
+                f"{', '.join(fmt(sizes, v) for v in r.values)} |"
+            )
+            if external:
+                e = external[i]
+                line += f" {e.mean:.0%} ± {e.se:.0%} | {', '.join(f'{v:.0%}' for v in e.values)} |"
+            lines.append(line)
         parts += [
             f"### {name} ({sizes.env}, {sizes.fmt}, {sizes.record_frame} px)",
             "",
-            f"| real + synthetic | {what}, mean ± se over {len(sizes.seeds)} seeds | per seed |",
-            "|---|---|---|",
-            *[
-                f"| {sizes.real} + {r.synthetic} | {fmt(sizes, r.mean)} ± {fmt(sizes, r.se)} | "
-                f"{', '.join(fmt(sizes, v) for v in r.values)} |"
-                for r in rows
-            ],
+            header,
+            "|---" * (header.count("|") - 1) + "|",
+            *lines,
             "",
+            *(
+                ["- robomimic 0.3.0's own trainer: not run here (pass --robomimic-python)."]
+                if sizes.fmt == "robomimic" and not external
+                else []
+            ),
             f"- World model: {results['world_model']['checkpoint']}; its last validation:",
             "",
             "```",
@@ -367,6 +444,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="toy sizes: the code path only")
     parser.add_argument("--only", choices=sorted(DATASETS), help="one dataset (default: both)")
     parser.add_argument("--results", default=str(RESULTS), help="the results file to update")
+    parser.add_argument(
+        "--robomimic-python",
+        help="a Python with robomimic 0.3.0: also train each Lift mix with robomimic's own BC",
+    )
     args = parser.parse_args(argv)
     run = Run([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
     from hma.pipeline import cluster
@@ -377,7 +458,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.only and name != args.only:
             continue
         sizes = smoke(sizes) if args.smoke else sizes
-        done[name] = (sizes, run_dataset(name, sizes, Path(args.root) / name, run))
+        results = run_dataset(name, sizes, Path(args.root) / name, run, args.robomimic_python)
+        done[name] = (sizes, results)
     print(f"results: {report(done, run, args.smoke, Path(args.results))}")
     return 0
 

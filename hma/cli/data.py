@@ -113,6 +113,7 @@ def datasets_list(args: argparse.Namespace) -> int:
 
 
 def datasets_show(args: argparse.Namespace) -> int:
+    from hma import formats
     from hma.episodes import extend_registry
     from hma.pipeline import cluster
     from hma.pipeline.describe import describe
@@ -120,9 +121,12 @@ def datasets_show(args: argparse.Namespace) -> int:
     if args.episodes < 1:
         raise HmaError(f"--episodes must be >= 1, got {args.episodes}")
     registry = extend_registry(args.registry)
+    # list first: a missing, unreachable or wrong-kind source fails before a cluster starts
+    fmt = args.format or formats.detect_format(args.uri)
+    refs = formats.list_refs(args.uri, fmt, args.dataset)
     cluster.connect(args.address)
     summary = describe(
-        args.uri, args.format, args.dataset, args.png, args.episodes, registry=registry
+        args.uri, fmt, args.dataset, args.png, args.episodes, registry=registry, refs=refs
     )
     print(json.dumps(summary.to_dict(), indent=2) if args.json else "\n".join(summary.lines()))
     return EXIT_OK

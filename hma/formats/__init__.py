@@ -77,8 +77,10 @@ def read_episodes(
     fmt: str | None = None,
     dataset: str | None = None,
     registry: Registry | None = None,
+    refs: list[EpisodeRef] | None = None,
 ) -> ray.data.Dataset:
-    """A lazy Ray Data dataset of Episode rows, one per episode of the source at `url`.
+    """A lazy Ray Data dataset of Episode rows, one per episode of the source at `url` (`refs`:
+    its episodes as `list_refs` gave them, where the caller has listed them already).
 
     Each row also has an `error` column: "" for a good episode, else the reason it could not be
     loaded or failed validation (such rows carry no frames). Nothing is dropped here; the caller
@@ -86,7 +88,7 @@ def read_episodes(
     """
     import ray.data
 
-    refs = list_refs(url, fmt, dataset)
+    refs = list_refs(url, fmt, dataset) if refs is None else refs
     registry = registry or load_registry()
     if not refs:
         raise FormatError(f"{url}: no episodes found")

@@ -16,6 +16,7 @@ from PIL import Image
 from hma import formats, storage
 from hma.episodes import Episode, Registry, load_registry
 from hma.formats import load_row
+from hma.formats.base import EpisodeRef
 from hma.stats import ActionStats
 
 THUMB_PX = 64  # height of one thumbnail in the strip
@@ -104,12 +105,14 @@ def describe(
     strip_episodes: int = 6,
     strip_frames: int = 8,
     registry: Registry | None = None,
+    refs: list[EpisodeRef] | None = None,
 ) -> SourceSummary:
-    """Summarise the episode source at `url`. Ray must be up."""
+    """Summarise the episode source at `url` (`refs`: its listing, if made already). Ray must
+    be up."""
     registry = registry or load_registry()
     fmt = fmt or formats.detect_format(url)
     summary = SourceSummary(url, fmt)
-    rows = formats.read_episodes(url, fmt, dataset, registry).map(episode_summary)
+    rows = formats.read_episodes(url, fmt, dataset, registry, refs).map(episode_summary)
     for row in rows.iter_rows():
         if row["error"]:
             summary.rejected.append((str(row["episode_id"]), str(row["error"])))
