@@ -294,6 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", default="/tmp/hma_experiments/policy_eval")
     parser.add_argument("--smoke", action="store_true", help="toy sizes: the code path only")
     parser.add_argument("--results", default=str(RESULTS), help="the results file to update")
+    parser.add_argument(
+        "--tokenizer", help="a trained image tokenizer to use instead of training one"
+    )
     args = parser.parse_args(argv)
     run = Run([sys.argv[0], *(argv if argv is not None else sys.argv[1:])])
     sizes = SMOKE if args.smoke else Sizes()
@@ -311,7 +314,11 @@ def main(argv: list[str] | None = None) -> int:
     run.sample_load()
     results["tokenizer"] = stages.run(
         "tokenizer",
-        lambda: st.tokenizer(root, urls, sizes.frame, sizes.tokenizer, sizes.tokenizer_minutes),
+        lambda: (
+            st.given_tokenizer(args.tokenizer)
+            if args.tokenizer
+            else st.tokenizer(root, urls, sizes.frame, sizes.tokenizer, sizes.tokenizer_minutes)
+        ),
     )
     results["store"] = stages.run(
         "store", lambda: st.store(root, urls, results["tokenizer"]["checkpoint"], sizes.frame)

@@ -142,6 +142,15 @@ def tokenizer(
     return {"checkpoint": result.checkpoint, "val_psnr": result.metrics.get("val_psnr")}
 
 
+def given_tokenizer(url: str) -> dict[str, Any]:
+    """The tokenizer stage's result for a trained tokenizer the user passed (--tokenizer): an
+    image tokenizer is not tied to a dataset, so one can serve several experiments."""
+    from hma.tokenize.checkpoint import load_tokenizer
+
+    load_tokenizer(url)  # refuse a missing or damaged one now, not stages later
+    return {"checkpoint": url, "val_psnr": None, "given": True}
+
+
 def store(root: Path, sources: list[str], tokenizer_url: str, frame: int) -> dict[str, Any]:
     """The token store of every episode of `sources` at <root>/store.zarr."""
     from hma.pipeline.tokenize_job import TokenizeJobConfig, run_tokenize

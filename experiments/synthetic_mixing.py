@@ -281,9 +281,15 @@ def robomimic_scores(root: Path, sizes: Sizes, mixes: dict, python: str) -> dict
     return {"scores": scores}
 
 
-def run_dataset(
-    name: str, sizes: Sizes, root: Path, run: Run, robomimic_python: str | None = None
-) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Given:
+    """What the user brings instead of this script making it (command-line options)."""
+
+    tokenizer: str | None = None  # a trained image tokenizer: the tokenizer stage is skipped
+    robomimic_python: str | None = None  # a Python with robomimic 0.3.0: Lift's external client
+
+
+def run_dataset(name: str, sizes: Sizes, root: Path, run: Run, given: Given) -> dict[str, Any]:
     stages = Stages(root, f"synthetic_mixing/{name}")
     results: dict[str, Any] = {}
     recordings = (*real_recordings(sizes), *sizes.pool)
@@ -298,8 +304,12 @@ def run_dataset(
     run.sample_load()
     results["tokenizer"] = stages.run(
         "tokenizer",
-        lambda: st.tokenizer(
-            root, pool, sizes.model_frame, sizes.tokenizer, sizes.tokenizer_minutes
+        lambda: (
+            st.given_tokenizer(given.tokenizer)
+            if given.tokenizer
+            else st.tokenizer(
+                root, pool, sizes.model_frame, sizes.tokenizer, sizes.tokenizer_minutes
+            )
         ),
     )
     results["store"] = stages.run(
@@ -319,9 +329,10 @@ def run_dataset(
     results["policies"] = stages.run(
         "policies", lambda: train_and_score(root, sizes, mixes, sources.get("held_out"))
     )
-    if robomimic_python and sizes.fmt == "robomimic":
+    if given.robomimic_python and sizes.fmt == "robomimic":
+        python = given.robomimic_python
         results["robomimic"] = stages.run(
-            "robomimic", lambda: robomimic_scores(root, sizes, mixes, robomimic_python)
+            "robomimic", lambda: robomimic_scores(root, sizes, mixes, python)
         )
     return results
 
@@ -445,6 +456,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=sorted(DATASETS), help="one dataset (default: both)")
     parser.add_argument("--results", default=str(RESULTS), help="the results file to update")
     parser.add_argument(
+        "--tokenizer", help="a trained image tokenizer to use instead of training one"
+    )
+    parser.add_argument(
         "--robomimic-python",
         help="a Python with robomimic 0.3.0: also train each Lift mix with robomimic's own BC",
     )
@@ -458,7 +472,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.only and name != args.only:
             continue
         sizes = smoke(sizes) if args.smoke else sizes
-        results = run_dataset(name, sizes, Path(args.root) / name, run, args.robomimic_python)
+        given = Given(args.tokenizer, args.robomimic_python)
+        results = run_dataset(name, sizes, Path(args.root) / name, run, given)
         done[name] = (sizes, results)
     print(f"results: {report(done, run, args.smoke, Path(args.results))}")
     return 0

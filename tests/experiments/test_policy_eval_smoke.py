@@ -15,13 +15,14 @@ def test_the_smoke_run_writes_its_table_and_plot_and_resumes(tmp_path, ray_clust
     assert "## Policy evaluation in the learned simulator (paper Table 5) — smoke" in text
     assert "| step 10 |" in text and "Pearson r" in text and "Command: `python -m" in text
     assert (tmp_path / "img" / "policy_eval_smoke.png").read_bytes()[:4] == b"\x89PNG"
-    stages = ("record", "tokenizer", "store", "world_model", "success", "policy", "screen")
+    stages = ("record", "tokenizer", "store", "world_model", "policy", "screen", "success")
     assert all((root / f"{s}.json").exists() for s in (*stages, "evaluate"))
     picked = json.loads((root / "screen.json").read_text())["picked"]
     assert len(picked) == 2  # the smoke size picks two checkpoints
     # a second run finds every stage done and only rewrites the section
-    (root / "evaluate.json").unlink()
+    stamps = {p: p.stat().st_mtime_ns for p in root.glob("*.json")}
     assert policy_eval.main(argv) == 0
+    assert {p: p.stat().st_mtime_ns for p in root.glob("*.json")} == stamps
     assert results.read_text().count("## Policy evaluation") == 1
 
 

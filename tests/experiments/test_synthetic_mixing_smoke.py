@@ -9,12 +9,19 @@ import json
 
 from experiments import synthetic_mixing
 from hma.formats import get_format, list_refs
+from hma.tokenize.checkpoint import build_tokenizer, save_tokenizer
+from hma.tokenize.presets import fsq
 
 
 def test_the_smoke_run_writes_its_table_and_plot(tmp_path, ray_cluster):
     root, results = tmp_path / "run", tmp_path / "results.md"
+    # a tokenizer of the user's own (the policy_eval smoke test trains one through the stage)
+    tokenizer = str(tmp_path / "tokenizer")
+    save_tokenizer(build_tokenizer(fsq("tiny")), tokenizer)
     argv = ["--smoke", "--only", "tabletop", "--root", str(root), "--results", str(results)]
-    assert synthetic_mixing.main(argv) == 0
+    assert synthetic_mixing.main([*argv, "--tokenizer", tokenizer]) == 0
+    stage = json.loads((root / "tabletop" / "tokenizer.json").read_text())
+    assert stage == {"checkpoint": tokenizer, "val_psnr": None, "given": True}
     text = results.read_text()
     assert "## Synthetic data for policy learning (paper Table 6) — smoke" in text
     assert "| 3 + 0 |" in text and "| 3 + 2 |" in text
