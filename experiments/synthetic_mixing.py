@@ -38,6 +38,7 @@ import math
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -184,21 +185,34 @@ def generate(root: Path, sizes: Sizes, real: str, checkpoint: str) -> dict[str, 
     return {"mixes": mixes}
 
 
-def train_and_score(root: Path, sizes: Sizes, mixes: dict, held_out: str | None) -> dict:
-    """Every mix x seed: a policy trained on the mix, then scored (ground-truth success or
-    held-out action error). Runs already scored are kept in <root>/scores/<mix>_<seed>.json."""
+def each_run(
+    folder: Path, sizes: Sizes, mixes: dict, make: Callable[[str, dict, int], dict]
+) -> dict[str, dict[str, Any]]:
+    """`make(key, mix, seed)` -> {"value", "se", "line", ...} for every mix x seed, each result
+    kept in <folder>/<mix>_<seed>.json (written whole: a killed run redoes only that one)."""
     scores: dict[str, dict[str, Any]] = {}
     for n, mix in mixes.items():
         for seed in sizes.seeds:
             key = f"{n}_{seed}"
-            path = root / "scores" / f"{key}.json"
+            path = folder / f"{key}.json"
             if not path.exists():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                run = train_policy(root, sizes, mix["url"], key, seed)
-                path.write_text(json.dumps(score(sizes, run, held_out)))
+                folder.mkdir(parents=True, exist_ok=True)
+                partial = path.with_suffix(".partial")
+                partial.write_text(json.dumps(make(key, mix, seed)))
+                partial.rename(path)
             scores[key] = json.loads(path.read_text())
             print(f"[synthetic_mixing] {sizes.env} mix {n} seed {seed}: {scores[key]['line']}")
-    return {"scores": scores}
+    return scores
+
+
+def train_and_score(root: Path, sizes: Sizes, mixes: dict, held_out: str | None) -> dict:
+    """Every mix x seed: a policy trained on the mix, then scored (ground-truth success or
+    held-out action error)."""
+
+    def make(key: str, mix: dict, seed: int) -> dict:
+        return score(sizes, train_policy(root, sizes, mix["url"], key, seed), held_out)
+
+    return {"scores": each_run(root / "scores", sizes, mixes, make)}
 
 
 def train_policy(root: Path, sizes: Sizes, data: str, key: str, seed: int) -> str:
@@ -240,45 +254,39 @@ def score(sizes: Sizes, policy: str, held_out: str | None) -> dict[str, Any]:
 
 def robomimic_scores(root: Path, sizes: Sizes, mixes: dict, python: str) -> dict[str, Any]:
     """Every mix x seed trained and rolled out by robomimic 0.3.0 itself, in its own venv
-    (`python`); each run's JSON kept in <root>/robomimic/<mix>_<seed>.json."""
+    (`python`)."""
     from hma.envs import make_env
 
     env = make_env(sizes.env, sizes.record_frame)
     horizon = sizes.max_steps or env.max_steps
     env.close()
     script = Path(__file__).with_name("generate_robomimic_check.py")
-    scores: dict[str, dict[str, Any]] = {}
-    for n, mix in mixes.items():
-        for seed in sizes.seeds:
-            key = f"{n}_{seed}"
-            path = root / "robomimic" / f"{key}.json"
-            if not path.exists():
-                path.parent.mkdir(parents=True, exist_ok=True)
-                partial = path.with_suffix(".partial")
-                command = [
-                    python,
-                    str(script),
-                    mix["url"],
-                    *("--steps", str(sizes.robomimic_steps)),
-                    *("--epochs", str(sizes.robomimic_epochs)),
-                    *("--rollouts", str(sizes.episodes), "--horizon", str(horizon)),
-                    *("--seed", str(seed + 1), "--json", str(partial)),
-                    *("--out", str(root / "robomimic" / "runs")),
-                ]
-                subprocess.run(command, check=True)
-                partial.rename(path)
-            result = json.loads(path.read_text())
-            rate = result["rollouts"]["success_rate"]
-            se = math.sqrt(rate * (1 - rate) / sizes.episodes)
-            line = f"robomimic BC: success {rate:.0%} ± {se:.0%} over {sizes.episodes} rollouts"
-            scores[key] = {
-                "value": rate,
-                "se": se,
-                "line": line,
-                "observations": result["rgb"] + result["low_dim"],
-            }
-            print(f"[synthetic_mixing] {sizes.env} mix {n} seed {seed}: {line}")
-    return {"scores": scores}
+    folder = root / "robomimic"
+
+    def make(key: str, mix: dict, seed: int) -> dict:
+        out = folder / "runs" / f"{key}.json"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        command = [
+            python,
+            str(script),
+            mix["url"],
+            *("--steps", str(sizes.robomimic_steps), "--epochs", str(sizes.robomimic_epochs)),
+            *("--rollouts", str(sizes.episodes), "--horizon", str(horizon)),
+            *("--seed", str(seed + 1), "--json", str(out), "--out", str(folder / "runs")),
+        ]
+        subprocess.run(command, check=True)
+        result = json.loads(out.read_text())
+        rate = result["rollouts"]["success_rate"]
+        se = math.sqrt(rate * (1 - rate) / sizes.episodes)
+        line = f"robomimic BC: success {rate:.0%} ± {se:.0%} over {sizes.episodes} rollouts"
+        return {
+            "value": rate,
+            "se": se,
+            "line": line,
+            "observations": result["rgb"] + result["low_dim"],
+        }
+
+    return {"scores": each_run(folder, sizes, mixes, make)}
 
 
 @dataclass(frozen=True)
