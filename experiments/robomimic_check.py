@@ -3,8 +3,8 @@
 Run it with a Python that has robomimic installed (it never imports hma):
 
     python3.11 -m venv /tmp/scratch-robomimic
-    /tmp/scratch-robomimic/bin/pip install torch==2.14.1 torchvision==0.29.1   # one command
-    /tmp/scratch-robomimic/bin/pip install robomimic==0.3.0 six torch==2.14.1 torchvision==0.29.1
+    /tmp/scratch-robomimic/bin/pip install /opt/wheels/torch-2.13.0+cpu-*.whl 'torchvision==0.28.*' \
+        robomimic==0.3.0 six robosuite==1.5.2 mujoco==3.3.0 h5py   # torch and torchvision together
     /tmp/scratch-robomimic/bin/python experiments/robomimic_check.py lift.hdf5 --train-steps 2
 
 It calls robomimic's own readers the way `robomimic/scripts/train.py` does: env metadata, shape
