@@ -20,7 +20,7 @@ import numpy as np
 
 from hma.episodes import chunk_actions, keep_frames
 from hma.generate import synthetic as syn
-from hma.generate.config import SCHEMA_FORMATS, GenerateConfig, Plan
+from hma.generate.config import SCHEMA_FORMATS, GenerateConfig, GenerateError, Plan
 
 
 class BatchRunner:
@@ -46,6 +46,11 @@ class BatchRunner:
             from hma.generate.success import SuccessClassifier
 
             self.success = SuccessClassifier.load(self.provenance.success_model, device)
+            if self.success.fingerprint != self.provenance.success_fingerprint:
+                raise GenerateError(
+                    f"success classifier {self.provenance.success_model} changed since the run "
+                    "was planned (its fingerprint differs)"
+                )
         self.registry = load_registry()
         self.root = syn.staging_url(self.config.out)
 
