@@ -42,6 +42,7 @@ class Run:
     def __init__(self, argv: list[str] | None = None):
         self.argv = argv if argv is not None else sys.argv
         self.start = time.time()
+        self.commit = commit()  # the code that runs: later commits during a long run do not count
         self.loads: list[float] = []
 
     def sample_load(self) -> None:
@@ -52,7 +53,7 @@ class Run:
         minutes = (time.time() - self.start) / 60
         command = "python -m experiments." + Path(self.argv[0]).stem + " " + " ".join(self.argv[1:])
         return (
-            f"Command: `{command.strip()}`; commit {commit()}; wall time {minutes:.1f} min; load "
+            f"Command: `{command.strip()}`; commit {self.commit}; wall time {minutes:.1f} min; load "
             f"average (1 min) {min(self.loads):.1f}-{max(self.loads):.1f} on "
             f"{os.cpu_count()} cores ({platform.machine()}); "
             f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}."

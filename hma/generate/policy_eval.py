@@ -45,6 +45,7 @@ class PolicyEvalError(HmaError, ValueError):
 class LearnedEpisodes:
     success: np.ndarray  # bool [B]
     probs: list[np.ndarray]  # per episode: the classifier's probability of every generated frame
+    frames: list[np.ndarray] | None = None  # per episode: its generated frames uint8 [F,H,W,3]
 
 
 def closed_loop(
@@ -53,10 +54,11 @@ def closed_loop(
     first_frames: np.ndarray,
     seed: int = 0,
     first_states: np.ndarray | None = None,
+    keep_frames: bool = False,
 ) -> LearnedEpisodes:
     """Run `agent` in `sim` from B first frames uint8 [B,H,W,3] (and raw first states [B,P]),
     batched, until every episode is done (success held, or the simulator's max_steps). Only
-    `sim` is stepped: no env is touched."""
+    `sim` is stepped: no env is touched. `keep_frames`: also return what each episode showed."""
     if agent.chunk != sim.stride:
         raise PolicyEvalError(
             f"policy {agent.name} decides every {agent.chunk} raw steps; the learned simulator "
@@ -68,6 +70,7 @@ def closed_loop(
     prompt_state = None if first_states is None else first_states[:, None]
     obs = sim.reset(first_frames[:, None], seed=seed, prompt_state=prompt_state)  # 1 frame each
     probs: list[list[float]] = [[] for _ in range(len(first_frames))]
+    shown: list[list[np.ndarray]] = [[] for _ in range(len(first_frames))]
     done = np.zeros(len(first_frames), bool)
     success = np.zeros(len(first_frames), bool)
     for _ in range(math.ceil(sim.config.max_steps / sim.stride)):
@@ -75,11 +78,14 @@ def closed_loop(
         obs, _, now_done, info = sim.step(agent.act(obs["image"], state))  # chunk [B,s,A]
         for row in np.flatnonzero(~done):
             probs[row].append(float(info["success_prob"][row]))
+            if keep_frames:
+                shown[row].append(obs["image"][row])
         success |= info["success"] & ~done
         done |= now_done
         if done.all():
             break
-    return LearnedEpisodes(success, [np.asarray(p, np.float32) for p in probs])
+    frames = [np.stack(f) for f in shown] if keep_frames else None
+    return LearnedEpisodes(success, [np.asarray(p, np.float32) for p in probs], frames)
 
 
 @dataclass

@@ -84,8 +84,13 @@ def test_closed_loop_is_batched_seeded_and_ends_at_the_time_limit(world_model, a
     a = closed_loop(sim, agents[0], firsts, seed=5)
     assert a.success.shape == (3,) and not a.success.any()
     assert [len(p) for p in a.probs] == [MAX_STEPS] * 3  # one generated frame per raw step
-    b = closed_loop(sim, agents[0], firsts, seed=5)
+    b = closed_loop(sim, agents[0], firsts, seed=5, keep_frames=True)
     tokens_b = sim.tokens()
+    assert a.frames is None and [f.shape for f in b.frames] == [(MAX_STEPS, FRAME, FRAME, 3)] * 3
+    assert (
+        b.frames[0].dtype == np.uint8
+        and len(np.unique(b.frames[0].reshape(MAX_STEPS, -1), axis=0)) > 1
+    )
     closed_loop(sim, agents[0], firsts, seed=6)
     assert not torch.equal(tokens_b, sim.tokens())  # another seed, other samples
     closed_loop(sim, agents[0], firsts, seed=5)
