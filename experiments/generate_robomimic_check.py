@@ -75,6 +75,9 @@ def main() -> int:
     parser.add_argument("--out", default="/tmp/robomimic-generate-check")
     parser.add_argument("--low-dim-only", action="store_true", help="no image observation")
     parser.add_argument("--seed", type=int, default=1, help="robomimic's training seed")
+    parser.add_argument(
+        "--filter-key", default="train", help="the mask/<key> to train on (e.g. synthetic_train)"
+    )
     parser.add_argument("--json", help="write the losses and rollout statistics here")
     args = parser.parse_args()
 
@@ -112,7 +115,7 @@ def main() -> int:
         config.train.output_dir = args.out
         config.train.num_data_workers = 0
         config.train.hdf5_cache_mode = "low_dim"  # images are read from the file per batch
-        config.train.hdf5_filter_key = "train"
+        config.train.hdf5_filter_key = args.filter_key
         config.train.hdf5_validation_filter_key = "valid" if has_valid else None
         config.train.batch_size = args.batch_size
         config.train.num_epochs = args.epochs

@@ -16,6 +16,9 @@ Layout (robomimic 0.3.0 reads it with `get_env_metadata_from_dataset`,
         obs/<extra>            every other extra (per-step low-dim obs, e.g. effector_translation)
         next_obs/<key>         obs shifted one step; the last step repeats the last obs
     mask/train, mask/valid    byte-string demo names of each split (Episode.split "val" -> valid)
+    mask/real, mask/synthetic and their _train / _valid intersections, in a file that holds
+                              synthetic demos (meta["synthetic"]): robomimic's
+                              `train.hdf5_filter_key` then trains on either kind alone
 
 Our own facts ride in `hma_*` attrs so a round trip is exact: data attrs hma_version,
 hma_dataset, hma_image_key; demo attrs hma_episode_id, hma_instruction, hma_success (-1 unknown),
@@ -370,6 +373,7 @@ def write(episodes: Iterable[Episode], url: str, registry: Registry) -> int:
 def _write_file(f: h5py.File, episodes: Iterable[Episode], url: str, registry: Registry) -> int:
     data = f.create_group("data")
     names: dict[str, list[str]] = {split: [] for split in SPLITS}
+    kinds: dict[str, list[str]] = {"real": [], "synthetic": []}  # demo names by provenance
     total, count = 0, 0
     dataset, image_key, env_args = "", "", {}
     for ep in episodes:
@@ -386,6 +390,7 @@ def _write_file(f: h5py.File, episodes: Iterable[Episode], url: str, registry: R
         demo = f"demo_{count}"
         _write_demo(data.create_group(demo), ep, image_key, url)
         names[ep.split].append(demo)
+        kinds["synthetic" if ep.meta.get("synthetic") else "real"].append(demo)
         total += len(ep)
         count += 1
     data.attrs["total"] = total
@@ -393,10 +398,17 @@ def _write_file(f: h5py.File, episodes: Iterable[Episode], url: str, registry: R
     data.attrs["hma_version"] = LAYOUT_VERSION
     data.attrs["hma_dataset"] = dataset
     data.attrs["hma_image_key"] = image_key
+    masks = {"train": names["train"], "valid": names["val"]}
+    if kinds["synthetic"]:
+        for kind, demos in kinds.items():
+            masks[kind] = demos
+            for split in ("train", "valid"):
+                chosen = set(masks[split])
+                masks[f"{kind}_{split}"] = [d for d in demos if d in chosen]
     mask = f.create_group("mask")
-    for split, key in (("train", "train"), ("val", "valid")):
+    for key, demos in masks.items():
         # robomimic decodes these with elem.decode("utf-8"): fixed-length byte strings
-        mask.create_dataset(key, data=np.array(names[split], dtype="S"))
+        mask.create_dataset(key, data=np.array(demos, dtype="S"))
     return count
 
 

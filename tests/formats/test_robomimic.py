@@ -73,6 +73,7 @@ def test_round_trip_is_exact_and_layout_is_robomimic(tmp_path, make_episode):
         assert env_args["env_kwargs"]["camera_heights"] == 64
         assert [x.decode() for x in f["mask/train"][()]] == ["demo_0", "demo_2"]
         assert [x.decode() for x in f["mask/valid"][()]] == ["demo_1", "demo_3"]
+        assert set(f["mask"]) == {"train", "valid"}  # provenance masks only in mixed files
         d0, d1, d2 = data["demo_0"], data["demo_1"], data["demo_2"]
         assert d0.attrs["num_samples"] == 10
         assert d0.attrs["model_file"].startswith("<mujoco>")

@@ -81,7 +81,23 @@ def test_robomimic_mix_counts_provenance_splits(tiny_checkpoint, lift_src, tmp_p
     assert sorted(e.split for e in synthetic).count("val") == 1  # valid_fraction 0.2 of 5
     with h5py.File(out, "r") as f:
         assert len(f["mask/train"]) == N + MIX - 1 and len(f["mask/valid"]) == 1
+        masks = {k: {x.decode() for x in f[f"mask/{k}"][()]} for k in f["mask"]}
+        kind = {
+            d: json.loads(g.attrs["hma_meta"]).get("synthetic", False) for d, g in f["data"].items()
+        }
         env_args = json.loads(f["data"].attrs["env_args"])
+    # filter keys by provenance, so robomimic's hdf5_filter_key trains on either kind alone
+    assert (
+        masks["synthetic"] == {d for d, synth in kind.items() if synth}
+        and len(masks["real"]) == MIX
+    )
+    assert (
+        masks["real"] | masks["synthetic"] == set(kind) and not masks["real"] & masks["synthetic"]
+    )
+    for k in ("real", "synthetic"):
+        assert masks[f"{k}_train"] == masks[k] & masks["train"]
+        assert masks[f"{k}_valid"] == masks[k] & masks["valid"]
+    assert len(masks["synthetic_valid"]) == 1 and not masks["real_valid"]
     assert env_args["env_name"] == "Lift"  # robomimic can still build the env
     assert not storage.exists(syn.staging_url(out))
 
