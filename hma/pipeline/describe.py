@@ -6,6 +6,7 @@ merges); the thumbnail strip decodes only the first few episodes.
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,12 +31,27 @@ class DatasetPart:
     frames: int = 0
     frame_shapes: set[tuple[int, int]] = field(default_factory=set)
     successes: int = 0
-    labelled: int = 0
+    labelled: int = 0  # episodes with a known outcome (synthetic ones often have none)
+    synthetic: int = 0  # episodes an hma-generate run made (meta["synthetic"])
     actions: ActionStats | None = None
+
+    @property
+    def total(self) -> int:
+        return sum(self.episodes.values())
+
+    def success_line(self) -> str:
+        """'success 3/10 labelled, 67%': the rate is over labelled episodes only."""
+        if not self.labelled:
+            return f"success 0/{self.total} labelled"
+        rate = self.successes / self.labelled
+        return f"success {self.labelled}/{self.total} labelled, {rate:.0%}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "episodes": dict(self.episodes),
+            "real": self.total - self.synthetic,
+            "synthetic": self.synthetic,
+            "labelled": self.labelled,
             "frames": self.frames,
             "frame_shapes": sorted(list(s) for s in self.frame_shapes),
             "success_rate": self.successes / self.labelled if self.labelled else None,
@@ -65,9 +81,11 @@ class SourceSummary:
         for name, part in sorted(self.datasets.items()):
             splits = ", ".join(f"{s} {n}" for s, n in sorted(part.episodes.items()))
             shapes = ", ".join(f"{h}x{w}" for h, w in sorted(part.frame_shapes))
-            rate = "n/a" if not part.labelled else f"{part.successes / part.labelled:.0%}"
-            out.append(f"dataset {name}: episodes {sum(part.episodes.values())} ({splits})")
-            out.append(f"  frames {part.frames}  frame size {shapes}  success {rate}")
+            out.append(
+                f"dataset {name}: episodes {part.total} ({splits}; real {part.total - part.synthetic}"
+                f", synthetic {part.synthetic})"
+            )
+            out.append(f"  frames {part.frames}  frame size {shapes}  {part.success_line()}")
             if part.actions is not None:
                 out.append(
                     "  action  "
@@ -89,6 +107,7 @@ def episode_summary(row: dict[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {
         k: row[k] for k in ("dataset", "episode_id", "split", "success", "error")
     }
+    out["synthetic"] = bool(row["meta"] and json.loads(row["meta"]).get("synthetic"))
     if row["error"]:
         return {**out, "steps": 0, "height": 0, "width": 0, "stats": np.zeros((4, 0))}
     stats = ActionStats.of(row["actions"])
@@ -121,6 +140,7 @@ def describe(
         part.episodes[str(row["split"])] += 1
         part.frames += int(row["steps"])
         part.frame_shapes.add((int(row["height"]), int(row["width"])))
+        part.synthetic += bool(row["synthetic"])
         if int(row["success"]) >= 0:
             part.labelled += 1
             part.successes += int(row["success"])

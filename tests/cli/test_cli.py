@@ -97,21 +97,30 @@ def test_show_prints_counts_stats_and_writes_strip(ray_cluster, tmp_path, make_e
         make_episode("metaworld_reach", seed=s, steps=10 + s, split="val" if s == 3 else "train")
         for s in range(4)
     ]
+    # a synthetic episode of unknown outcome: counted apart, and outside the success rate
+    eps.append(
+        make_episode("metaworld_reach", seed=4, steps=14, success=None, meta={"synthetic": True})
+    )
     src = str(tmp_path / "mw.hdf5")
     _write(eps, src, "robomimic")
     png = tmp_path / "strip.png"
+    assert cli.main(["datasets", "show", src]) == 0
+    text = capsys.readouterr().out
+    assert "episodes 5 (train 4, val 1; real 4, synthetic 1)" in text, text
+    assert "success 4/5 labelled, 50%" in text, text
     assert cli.main(["datasets", "show", src, "--png", str(png), "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
     part = summary["datasets"]["metaworld_reach"]
-    assert part["episodes"] == {"train": 3, "val": 1}
-    assert part["frames"] == 10 + 11 + 12 + 13
+    assert part["episodes"] == {"train": 4, "val": 1}
+    assert (part["real"], part["synthetic"], part["labelled"]) == (4, 1, 4)
+    assert part["frames"] == 10 + 11 + 12 + 13 + 14
     all_actions = np.concatenate([e.actions for e in eps]).astype(np.float64)
     np.testing.assert_allclose(part["actions"]["mean"], all_actions.mean(0), rtol=1e-9)
     np.testing.assert_allclose(part["actions"]["std"], all_actions.std(0), rtol=1e-9)
     np.testing.assert_allclose(part["actions"]["max"], all_actions.max(0))
     assert part["success_rate"] == pytest.approx(0.5)
     strip = np.asarray(Image.open(png))
-    assert strip.shape[0] >= 4 * 64 and strip.std() > 10  # four rows of real thumbnails
+    assert strip.shape[0] >= 5 * 64 and strip.std() > 10  # a row of thumbnails per episode
 
 
 def test_datasets_list_shows_registry(capsys):
