@@ -82,7 +82,7 @@ def formats_list(args: argparse.Namespace) -> int:
 
 
 def formats_convert(args: argparse.Namespace) -> int:
-    from hma import storage
+    from hma import formats, storage
     from hma.episodes import extend_registry
     from hma.pipeline import cluster
     from hma.pipeline.convert import convert
@@ -90,8 +90,10 @@ def formats_convert(args: argparse.Namespace) -> int:
     if storage.exists(args.dst):
         raise HmaError(f"{args.dst}: destination exists; choose a new path")
     registry = extend_registry(args.registry)
+    fmt = args.src_format or formats.detect_format(args.src)
+    refs = formats.list_refs(args.src, fmt, args.dataset)  # a bad source fails before Ray starts
     cluster.connect(args.address)
-    summary = convert(args.src, args.dst, args.to, args.src_format, args.dataset, registry)
+    summary = convert(args.src, args.dst, args.to, fmt, args.dataset, registry, refs)
     print("\n".join(summary.lines()))
     if not summary.conserved or not summary.written or (args.strict and summary.rejected):
         return EXIT_INCOMPLETE

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from hma import formats, storage
 from hma.episodes import Episode, Registry, load_registry
+from hma.formats.base import EpisodeRef
 
 
 @dataclass
@@ -60,12 +61,14 @@ def convert(
     src_format: str | None = None,
     dataset: str | None = None,
     registry: Registry | None = None,
+    refs: list[EpisodeRef] | None = None,
 ) -> ConvertSummary:
-    """Convert every episode of `src` into a new `to`-format dataset at `dst`. Ray must be up."""
+    """Convert every episode of `src` (`refs`: its listing, if made already) into a new
+    `to`-format dataset at `dst`. Ray must be up."""
     registry = registry or load_registry()
     fmt_in = src_format or formats.detect_format(src)
     summary = ConvertSummary(src, dst, to)
-    rows = formats.read_episodes(src, fmt_in, dataset, registry).iter_rows()
+    rows = formats.read_episodes(src, fmt_in, dataset, registry, refs).iter_rows()
 
     def good_episodes() -> Iterator[Episode]:
         for row in rows:
