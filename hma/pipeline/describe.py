@@ -18,6 +18,7 @@ from hma import formats, storage
 from hma.episodes import Episode, Registry, load_registry
 from hma.formats import load_row
 from hma.formats.base import EpisodeRef
+from hma.pipeline.store.summary import success_line
 from hma.stats import ActionStats
 
 THUMB_PX = 64  # height of one thumbnail in the strip
@@ -40,11 +41,8 @@ class DatasetPart:
         return sum(self.episodes.values())
 
     def success_line(self) -> str:
-        """'success 3/10 labelled, 67%': the rate is over labelled episodes only."""
-        if not self.labelled:
-            return f"success 0/{self.total} labelled"
-        rate = self.successes / self.labelled
-        return f"success {self.labelled}/{self.total} labelled, {rate:.0%}"
+        failures, unknown = self.labelled - self.successes, self.total - self.labelled
+        return success_line({"success": self.successes, "failure": failures, "unknown": unknown})
 
     def to_dict(self) -> dict[str, Any]:
         return {

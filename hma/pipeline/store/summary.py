@@ -161,11 +161,21 @@ def inspect_lines(info: dict[str, Any]) -> list[str]:
             f"  {name}: {episodes}; {d['frames']} frames, {d['tokens']} tokens, "
             f"stride {d['stride']}, action dim {d['action_dim']}, state dim {d['state_dim']}"
         )
+        lines.append(f"    {success_line(d['success'])}")
         lines += _stats_lines("action", d["action_stats"])
         lines += _stats_lines("state", d["state_stats"])
     for q in info["quarantine"]:
         lines.append(f"  quarantined {q['dataset']}/{q['episode_id']}: {q['reason']}")
     return lines
+
+
+def success_line(counts: dict[str, int]) -> str:
+    """'success 2/10 labelled, 100%': the rate over episodes with a known outcome only."""
+    labelled = counts["success"] + counts["failure"]
+    total = labelled + counts["unknown"]
+    if not labelled:
+        return f"success 0/{total} labelled"
+    return f"success {labelled}/{total} labelled, {counts['success'] / labelled:.0%}"
 
 
 def _stats_lines(what: str, stats: dict[str, Any] | None) -> list[str]:

@@ -17,7 +17,7 @@ from hma.pipeline import store
 from hma.pipeline.store import Rejection, StoreError, writer
 from hma.pipeline.store.layout import zarr_store
 from hma.pipeline.store.reader import TokenStore
-from hma.pipeline.store.summary import STRIP_FRAMES
+from hma.pipeline.store.summary import STRIP_FRAMES, inspect_lines, success_line
 from hma.stats import ActionStats
 from hma.tokenize.checkpoint import build_tokenizer
 from hma.tokenize.presets import fsq
@@ -222,6 +222,9 @@ def test_inspect_and_decode_strip(tmp_path):
     assert (report["read"], report["committed"], report["quarantined"]) == (3, 2, 1)
     assert report["datasets"]["pusht"]["frames"] == 13
     assert report["datasets"]["pusht"]["success"]["success"] == 2
+    assert "    success 2/2 labelled, 100%" in inspect_lines(report)
+    assert success_line({"success": 1, "failure": 1, "unknown": 8}) == "success 2/10 labelled, 50%"
+    assert success_line({"success": 0, "failure": 0, "unknown": 3}) == "success 0/3 labelled"
     assert report["quarantine"][0]["reason"] == "unreadable"
 
     out = str(tmp_path / "strip.png")
