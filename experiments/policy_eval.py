@@ -314,10 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     run.sample_load()
     results["tokenizer"] = stages.run(
         "tokenizer",
-        lambda: (
-            st.given_tokenizer(args.tokenizer)
-            if args.tokenizer
-            else st.tokenizer(root, urls, sizes.frame, sizes.tokenizer, sizes.tokenizer_minutes)
+        lambda: st.tokenizer(
+            root, urls, sizes.frame, sizes.tokenizer, sizes.tokenizer_minutes, args.tokenizer
         ),
     )
     results["store"] = stages.run(

@@ -5,9 +5,9 @@
 For a finished `experiments.policy_eval` run at DIR: the BC checkpoint at step N runs closed-loop
 in the ground-truth env and in the learned simulator from the same first frames (the
 evaluation's seeds), and the PNG stacks, per episode, the real kept frames (odd rows) over the
-learned simulator's (even rows), black after an episode ends. Each episode's line gives both outcomes and the success
-classifier's probability per learned frame, so a reader can see where the two simulators part
-and why the classifier decided as it did.
+learned simulator's (even rows), black after an episode ends. Each episode's line gives both
+outcomes and the success classifier's probability per learned frame, so a reader can see where
+the two simulators part and why the classifier decided as it did.
 """
 
 from __future__ import annotations
@@ -33,11 +33,10 @@ def first_frames(frames: np.ndarray) -> np.ndarray:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from PIL import Image
-
+    from hma import storage
     from hma.envs import make_env
     from hma.envs.rollout import rollout
-    from hma.episodes import video_steps
+    from hma.episodes import judged_frames
     from hma.frames import resize, video_grid
     from hma.generate.policy_eval import closed_loop
     from hma.generate.simulator import Simulator, SimulatorConfig
@@ -69,7 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     learned = closed_loop(sim, agent, firsts, EVALUATE_SEED, keep_frames=True)
     videos = []
     for i, ep in enumerate(real):
-        kept = resize(ep.frames[video_steps(len(ep), sim.stride)[1:]], (size, size))
+        kept = resize(judged_frames(ep.frames, sim.stride), (size, size))
         print(
             f"episode {i}: real {'success' if ep.success else 'failure'} ({len(kept)} frames), "
             f"learned {'success' if learned.success[i] else 'failure'} "
@@ -79,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
         videos += [first_frames(kept), first_frames(learned.frames[i])]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(video_grid(videos)).save(out)
+    storage.write_png(video_grid(videos), str(out))
     print(
         f"classifier rule: p > {classifier.config.threshold:.2f} for {classifier.config.hold} "
         f"frame(s); image: {out}"

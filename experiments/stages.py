@@ -118,9 +118,17 @@ def record(
 
 
 def tokenizer(
-    root: Path, sources: list[str], frame: int, preset: dict[str, Any], minutes: float
+    root: Path,
+    sources: list[str],
+    frame: int,
+    preset: dict[str, Any],
+    minutes: float,
+    given: str | None = None,
 ) -> dict[str, Any]:
-    """An image tokenizer of `preset` trained for `minutes` on the frames of `sources`."""
+    """An image tokenizer of `preset` trained for `minutes` on the frames of `sources`, or the
+    trained one the user `given` (--tokenizer)."""
+    if given:
+        return given_tokenizer(given)
     from hma.tokenize.data import DataConfig, FrameSource
     from hma.tokenize.train import TrainConfig, train
 

@@ -312,12 +312,8 @@ def run_dataset(name: str, sizes: Sizes, root: Path, run: Run, given: Given) -> 
     run.sample_load()
     results["tokenizer"] = stages.run(
         "tokenizer",
-        lambda: (
-            st.given_tokenizer(given.tokenizer)
-            if given.tokenizer
-            else st.tokenizer(
-                root, pool, sizes.model_frame, sizes.tokenizer, sizes.tokenizer_minutes
-            )
+        lambda: st.tokenizer(
+            root, pool, sizes.model_frame, sizes.tokenizer, sizes.tokenizer_minutes, given.tokenizer
         ),
     )
     results["store"] = stages.run(

@@ -147,6 +147,13 @@ def video_steps(steps: int, stride: int) -> np.ndarray:
     return kept_steps(-(-steps // max(stride, 1)), stride)
 
 
+def judged_frames(frames: np.ndarray, stride: int) -> np.ndarray:
+    """The frames [T,H,W,3] a learned simulator started from frame 0 renders of this episode
+    (every s-th after the first, its last one included): what a success classifier judges.
+    Empty for an episode of at most `stride` steps."""
+    return frames[video_steps(len(frames), stride)[1:]]
+
+
 def chunk_actions(actions: np.ndarray, stride: int) -> np.ndarray:
     """Raw actions [T,A] -> [F,s,A]: row f holds the s actions taken between kept frames f and
     f+1; the trailing T - F*s steps are dropped with the frames they would lead to."""

@@ -142,7 +142,7 @@ class BatchRunner:
             horizon=horizon,
             stride=self.wm.stride(ep.dataset),
         )
-        judged = self.success is not None and c.actions != "replay"
+        judged = self.success is not None  # never in replay mode (synthesize.success_judge)
         solved = None
         if judged:  # on the generated frames only: the prompt frames are the real episode's
             probs = self.success.predict(out.frames[row, c.prompt_frames : n])

@@ -27,7 +27,7 @@ import numpy as np
 
 from hma.envs.base import Env
 from hma.envs.rollout import rollout
-from hma.episodes import video_steps
+from hma.episodes import judged_frames
 from hma.errors import HmaError
 from hma.generate.ranking import Ranking, rank_agreement
 from hma.generate.simulator import Simulator
@@ -214,7 +214,7 @@ def evaluate(
             true.outcomes.append(bool(ep.success))
             firsts.append(ep.frames[0])
             states.append(None if ep.state is None else ep.state[0])
-            kept = ep.frames[video_steps(len(ep), sim.stride)[1:]]  # what the sim would render
+            kept = judged_frames(ep.frames, sim.stride)
             on_real.outcomes.append(bool(len(kept)) and clf.episode_success(clf.predict(kept)))
         learned = SuccessRate(agent.name)
         for first in range(0, episodes, batch):

@@ -34,7 +34,7 @@ from torch import nn
 from hma import checkpoint, storage
 from hma.checkpoint import CheckpointError
 from hma.config import StrictModel
-from hma.episodes import Episode, load_registry, video_steps
+from hma.episodes import Episode, judged_frames, load_registry
 from hma.errors import HmaError
 from hma.vision import ConvEncoder, as_inputs, random_shift, resize_uint8
 
@@ -277,9 +277,7 @@ def train_success(
         labels.append(lab)
         val.append(np.full(len(index), ep.split == "val"))
         if ep.split == "val":  # judged on kept frames, as the learned simulator produces them
-            kept = (
-                ep.frames[video_steps(len(ep), stride)[1:]] if stride < len(ep) else ep.frames[-1:]
-            )
+            kept = judged_frames(ep.frames, stride) if stride < len(ep) else ep.frames[-1:]
             kept = kept if transform is None else transform(kept)
             val_episodes.append((resize_uint8(kept, config.image_size), bool(ep.success)))
     if not counted:
@@ -294,9 +292,11 @@ def train_success(
         )
     net = _fit(data, config, device)
     model = SuccessClassifier(net, config, str(dataset))
+    val_probs = [model.predict(frames) for frames, _ in val_episodes]
+    val_labels = [outcome for _, outcome in val_episodes]
     if config.calibrate:
-        model.config = calibrate(model, val_episodes)
-    judged = [model.episode_success(model.predict(frames)) for frames, _ in val_episodes]
+        model.config = calibrate(config, val_probs, val_labels)
+    judged = [model.episode_success(p) for p in val_probs]
     summary = SuccessSummary(
         dataset=str(dataset),
         episodes=counted,
@@ -306,13 +306,11 @@ def train_success(
         train_accuracy=_accuracy(model, data, ~data.val) or 0.0,
         val_accuracy=_accuracy(model, data, data.val),
         val_episode_accuracy=(
-            float(np.mean([j == s for j, (_, s) in zip(judged, val_episodes, strict=True)]))
+            float(np.mean([j == y for j, y in zip(judged, val_labels, strict=True)]))
             if val_episodes
             else None
         ),
-        val_episode_balanced=(
-            balanced_accuracy(judged, [s for _, s in val_episodes]) if val_episodes else None
-        ),
+        val_episode_balanced=balanced_accuracy(judged, val_labels) if val_episodes else None,
         threshold=model.config.threshold,
         hold=model.config.hold,
         seconds=time.perf_counter() - start,
@@ -336,15 +334,13 @@ def balanced_accuracy(judged: list[bool], labels: list[bool]) -> float:
     return float(np.mean(rates))
 
 
-def calibrate(model: SuccessClassifier, episodes: list[tuple[np.ndarray, bool]]) -> SuccessConfig:
-    """The config with the (threshold, hold) that judges `episodes` (kept frames, outcome) best
-    by balanced accuracy; the configured pair wins ties, then the nearest to it. Unchanged when
-    the episodes lack successes or failures (nothing to balance)."""
-    config = model.config
-    if len({outcome for _, outcome in episodes}) < 2:
+def calibrate(config: SuccessConfig, probs: list[np.ndarray], labels: list[bool]) -> SuccessConfig:
+    """`config` with the (threshold, hold) that judges held-out episodes (their frame
+    probabilities, their outcomes) best by balanced accuracy; the configured pair wins ties, then
+    the nearest to it. Unchanged when the episodes lack successes or failures (nothing to
+    balance)."""
+    if len(set(labels)) < 2:
         return config
-    probs = [model.predict(frames) for frames, _ in episodes]
-    labels = [outcome for _, outcome in episodes]
 
     def score(rule: tuple[float, int]) -> tuple[float, float]:
         judged = [episode_success(p, *rule) for p in probs]

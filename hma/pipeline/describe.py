@@ -128,6 +128,7 @@ def describe(
     be up."""
     registry = registry or load_registry()
     fmt = fmt or formats.detect_format(url)
+    refs = formats.list_refs(url, fmt, dataset) if refs is None else refs
     summary = SourceSummary(url, fmt)
     rows = formats.read_episodes(url, fmt, dataset, registry, refs).map(episode_summary)
     for row in rows.iter_rows():
@@ -145,19 +146,18 @@ def describe(
         mean, m2, lo, hi = np.asarray(row["stats"])
         stats = ActionStats(int(row["steps"]), mean, m2, lo, hi)
         part.actions = stats if part.actions is None else part.actions.merge(stats)
-    episodes = first_good_episodes(url, fmt, dataset, registry, strip_episodes) if strip_url else []
+    episodes = first_good_episodes(refs, registry, strip_episodes) if strip_url else []
     if strip_url and episodes:
         storage.write_png(thumbnail_strip(episodes, strip_frames), strip_url)
         summary.strip_url = strip_url
     return summary
 
 
-def first_good_episodes(
-    url: str, fmt: str, dataset: str | None, registry: Registry, count: int
-) -> list[Episode]:
-    """The first `count` episodes that load and validate (rejected ones are already reported)."""
+def first_good_episodes(refs: list[EpisodeRef], registry: Registry, count: int) -> list[Episode]:
+    """The first `count` episodes of `refs` that load and validate (rejected ones are already
+    reported)."""
     good: list[Episode] = []
-    for ref in formats.list_refs(url, fmt, dataset):
+    for ref in refs:
         if len(good) == count:
             break
         row = load_row(ref, registry)

@@ -67,15 +67,6 @@ def test_hold_rule_needs_consecutive_frames():
     assert first_success(np.array([0.9, 0.1]), 0.5, hold=2) is None
 
 
-class _Scores:
-    """A classifier whose 'frames' are already its scores (calibration only calls predict)."""
-
-    config = SuccessConfig()  # threshold 0.5, hold 2
-
-    def predict(self, scores: np.ndarray) -> np.ndarray:
-        return scores
-
-
 def test_calibration_picks_the_rule_that_judges_held_out_episodes_best():
     # a weak policy's near-miss scores 0.2; the successes only reach 0.3: the default rule
     # (0.5, hold 2) calls everything a failure, 0.25 with hold 2 separates them
@@ -85,9 +76,11 @@ def test_calibration_picks_the_rule_that_judges_held_out_episodes_best():
         (np.array([0.1, 0.2, 0.2]), False),
         (np.array([0.05, 0.3, 0.1]), False),  # one spurious frame: hold 2 keeps it a failure
     ]
-    config = calibrate(_Scores(), episodes)
+    default = SuccessConfig()  # threshold 0.5, hold 2
+    probs, labels = [p for p, _ in episodes], [y for _, y in episodes]
+    config = calibrate(default, probs, labels)
     assert (config.threshold, config.hold) == (0.25, 2)
-    assert calibrate(_Scores(), episodes[:2]) == _Scores.config  # no failures: nothing to balance
+    assert calibrate(default, probs[:2], labels[:2]) == default  # no failures: nothing to balance
 
 
 def test_learns_a_separable_labelling_and_round_trips(tmp_path):
